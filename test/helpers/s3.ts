@@ -1,0 +1,28 @@
+/**
+ * An in-process S3 (fauxqs) with one fresh bucket, for tests of anything that stores bytes.
+ * fauxqs keeps objects in memory, so each call gets its own server and nothing leaks between files.
+ */
+import { randomBytes } from 'node:crypto'
+import { startFauxqs } from 'fauxqs'
+import type { S3Config } from '../../src/config'
+
+export interface TestS3 {
+  config: S3Config
+  close(): Promise<void>
+}
+
+export async function startS3(): Promise<TestS3> {
+  const server = await startFauxqs({ port: 0, logger: false })
+  const { bucketName } = server.createBucket(`gw-test-${randomBytes(4).toString('hex')}`)
+  return {
+    config: {
+      bucket: bucketName,
+      endpoint: `http://127.0.0.1:${server.port}`,
+      region: 'us-east-1',
+      accessKeyId: 'test',
+      secretAccessKey: 'test',
+      forcePathStyle: true,
+    },
+    close: () => server.stop(),
+  }
+}
