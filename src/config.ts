@@ -60,6 +60,8 @@ export interface Config {
     maxComplexity: number
   }
   shutdownGraceMs: number
+  /** Run background workers (email dispatch) in this process. */
+  workers: boolean
   workerPollMs: number
 }
 
@@ -195,6 +197,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxComplexity: int('GRAPHQL_MAX_COMPLEXITY', 1000, 10, 1_000_000),
     },
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    workers: bool('WORKERS_ENABLED', true),
     workerPollMs: int('WORKER_POLL_MS', 1_000, 10, 60_000),
   }
   if (problems.length > 0) throw new ConfigError(problems)

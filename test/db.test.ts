@@ -11,7 +11,7 @@ describe('database', () => {
   afterAll(() => t.drop())
 
   it('applies the migrations on PostgreSQL', async () => {
-    const r = await t.handle.db.execute(sql`select count(*)::int as n from information_schema.tables where table_name in ('files','file_versions','emails','email_tokens','outbox_messages')`)
+    const r = await t.handle.db.execute<{ n: number }>(sql`select count(*)::int as n from information_schema.tables where table_name in ('files','file_versions','emails','email_tokens','outbox_messages')`)
     expect(r.rows[0]).toEqual({ n: 5 })
   })
 
@@ -33,7 +33,7 @@ describe('database', () => {
   it('runs the same migrations on PGlite', async () => {
     const h = await createDatabase({ pgliteDir: 'memory://' })
     try {
-      const r = await h.db.execute(sql`select count(*)::int as n from information_schema.tables where table_name = 'files'`)
+      const r = await h.db.execute<{ n: number }>(sql`select count(*)::int as n from information_schema.tables where table_name = 'files'`)
       expect(r.rows[0]).toEqual({ n: 1 })
     } finally {
       await h.close()

@@ -2,9 +2,13 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
-import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres'
 
-export type Database = PgDatabase<PgQueryResultHKT>
+/**
+ * Typed as the node-postgres flavour for both drivers: PGlite's drizzle database has the same
+ * query API and also answers `execute()` with `{ rows }`.
+ */
+export type Database = NodePgDatabase
 
 export interface DatabaseHandle {
   db: Database
@@ -44,7 +48,7 @@ async function createPostgres(url: string, options: DatabaseOptions): Promise<Da
   })
   // An idle client that loses its connection emits 'error' on the pool; without a listener that kills the process.
   pool.on('error', () => {})
-  const db = drizzle(pool) as unknown as Database
+  const db: Database = drizzle(pool)
 
   const lockClient = await pool.connect()
   try {

@@ -13,8 +13,8 @@ export const files = pgTable(
     status: fileStatus('status').notNull().default('processing'),
     currentVersion: integer('current_version').notNull().default(1),
     error: text('error'),
-    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    createdAt: timestamp('created_at', { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, precision: 3 }).notNull().defaultNow(),
   },
   (t) => [index('files_owner_created_idx').on(t.ownerId, t.createdAt.desc(), t.id.desc())],
 )
@@ -39,7 +39,7 @@ export const fileVersions = pgTable(
     height: integer('height'),
     variants: jsonb('variants').$type<{ name: string; storageKey: string; mimeType: string; size: number; width?: number; height?: number }[]>().notNull().default(sql`'[]'::jsonb`),
     createdBy: text('created_by'),
-    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    createdAt: timestamp('created_at', { withTimezone: true, precision: 3 }).notNull().defaultNow(),
   },
   (t) => [uniqueIndex('file_versions_file_number_uq').on(t.fileId, t.number), uniqueIndex('file_versions_storage_key_uq').on(t.storageKey)],
 )

@@ -1,0 +1,46 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Config } from './config'
+import { graphqlPlugin } from './graphql/plugin'
+import { downloadRoutes } from './http/downloads'
+import { registerErrorHandler } from './http/error-handler'
+import { healthRoutes } from './http/health'
+import { databasePlugin, eventsPlugin, mailPlugin, redisPlugin, secretsPlugin, storagePlugin } from './plugins/infra'
+import { servicesPlugin } from './plugins/services'
+
+export interface BuildOptions {
+  /** pino options or false; tests pass false. */
+  logger?: boolean | object
+}
+
+/** Infrastructure first, then the domain, then GraphQL and HTTP routes. */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? {
+      level: config.logLevel,
+      redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'req.query.token', 'req.query.sig'], censor: '[redacted]' },
+    },
+    trustProxy: config.trustProxy,
+    genReqId: () => crypto.randomUUID(),
+    requestIdHeader: 'x-request-id',
+    // Let in-flight uploads finish on shutdown while idle keep-alive sockets close at once.
+    forceCloseConnections: 'idle',
+    bodyLimit: 1024 * 1024,
+  })
+  app.decorate('config', config)
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+  registerErrorHandler(app)
+
+  await app.register(secretsPlugin)
+  await app.register(databasePlugin)
+  await app.register(redisPlugin)
+  await app.register(storagePlugin)
+  await app.register(mailPlugin)
+  await app.register(eventsPlugin)
+  await app.register(servicesPlugin)
+  await app.register(graphqlPlugin)
+  await app.register(healthRoutes)
+  await app.register(downloadRoutes, { storage: app.storage, signer: app.signer })
+  return app
+}

@@ -1,0 +1,157 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { GraphQLError, type ExecutionResult, type ValidationRule } from 'graphql'
+import { processRequest, Upload } from 'graphql-upload-minimal'
+import mercurius, { type MercuriusContext } from 'mercurius'
+import { isAppError, UnauthenticatedError } from '../lib/errors'
+import type { Viewer } from '../services/auth/jwt'
+import type { GraphQLContext } from './context'
+import { queryCostRule } from './complexity'
+import { schema } from './schema'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    isMultipart?: boolean
+    uploads?: Upload[]
+  }
+}
+
+const PREFLIGHT_HEADERS = ['graphql-require-preflight', 'apollo-require-preflight', 'x-apollo-operation-name']
+
+/** Mercurius with uploads, auth in the context, subscriptions, abuse limits and error masking. */
+export const graphqlPlugin = fp(
+  async (app: FastifyInstance) => {
+    const { graphql: gql, uploads } = app.config
+
+    registerUploads(app, { maxFileSize: Math.max(uploads.maxFileBytes, uploads.maxImageBytes) + 1, maxFiles: uploads.maxFiles })
+
+    // A static rule list keeps mercurius's validated-query cache on.
+    const validationRules: ValidationRule[] = [queryCostRule(gql.maxComplexity)]
+
+    await app.register(mercurius, {
+      schema,
+      path: '/graphql',
+      graphiql: gql.graphiql,
+      jit: 1,
+      queryDepth: gql.maxDepth,
+      validationRules,
+      context: (request: FastifyRequest) => contextFor(app, request.headers.authorization, request.id),
+      subscription: {
+        emitter: app.events.emitter as never,
+        // A bad token is refused at connect time, before any subscription starts.
+        onConnect: ({ payload }: { payload?: Record<string, unknown> }) => {
+          const header = payload?.authorization ?? payload?.Authorization
+          const ctx = contextFor(app, typeof header === 'string' ? header : undefined, 'ws')
+          if (ctx.authError) throw ctx.authError
+          return { viewer: ctx.viewer, authError: null }
+        },
+        context: () => ({ services: app.services, viewer: null, authError: null, requestId: 'ws' }),
+      },
+      errorFormatter: (execution, ctx) => formatErrors(execution, ctx),
+    })
+  },
+  { name: 'graphql', dependencies: ['services', 'events'] },
+)
+
+function contextFor(app: FastifyInstance, authorization: string | undefined, requestId: string): Pick<GraphQLContext, 'viewer' | 'authError' | 'services' | 'requestId'> {
+  const base = { services: app.services, requestId }
+  if (!authorization) return { ...base, viewer: null, authError: null }
+  const match = /^Bearer\s+(\S+)$/i.exec(authorization)
+  if (!match) return { ...base, viewer: null, authError: new UnauthenticatedError('The Authorization header must be "Bearer <token>"') }
+  try {
+    const viewer: Viewer = app.tokens.verify(match[1]!)
+    return { ...base, viewer, authError: null }
+  } catch (err) {
+    return { ...base, viewer: null, authError: err instanceof UnauthenticatedError ? err : new UnauthenticatedError('The token is invalid') }
+  }
+}
+
+/**
+ * Expected errors keep their message and carry `extensions.code`; GraphQL's own validation errors
+ * pass through; anything else is logged in full and answered as INTERNAL_SERVER_ERROR with the
+ * request id, so nothing internal reaches the client.
+ */
+function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx: MercuriusContext) {
+  const log = ctx.reply ? ctx.reply.log : ctx.app.log
+  const requestId = ctx.reply?.request.id ?? 'ws'
+  const errors = (execution.errors ?? []).map((error) => {
+    const original = error.originalError as (Error & { errors?: unknown; statusCode?: number }) | undefined
+    if (!original || original instanceof GraphQLError || Array.isArray(original.errors)) return error
+    if (isAppError(original)) {
+      return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, extensions: { ...error.extensions, code: original.code } })
+    }
+    const status = original.statusCode
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, extensions: { code: (original as { code?: string }).code ?? 'BAD_REQUEST' } })
+    }
+    log.error({ err: original, path: error.path }, 'unexpected GraphQL error')
+    return new GraphQLError('Internal server error', { nodes: error.nodes, path: error.path, extensions: { code: 'INTERNAL_SERVER_ERROR', requestId } })
+  })
+  return mercurius.defaultErrorFormatter({ ...execution, errors } as never, ctx)
+}
+
+/**
+ * GraphQL multipart requests (jaydenseric spec) through graphql-upload-minimal, with the traps
+ * handled: CSRF (a multipart POST skips CORS preflight, so a custom header is required), clear
+ * 4xx answers for malformed bodies, and draining unread files so the connection is reusable.
+ */
+function registerUploads(app: FastifyInstance, options: { maxFileSize: number; maxFiles: number }) {
+  app.addContentTypeParser('multipart/form-data', (request, _payload, done) => {
+    request.isMultipart = true
+    done(null)
+  })
+
+  app.addHook('preValidation', async (request: FastifyRequest, reply: FastifyReply) => {
+    if (!request.isMultipart || request.routeOptions.url !== '/graphql') return
+    if (!PREFLIGHT_HEADERS.some((h) => typeof request.headers[h] === 'string' && request.headers[h] !== '')) {
+      request.raw.resume()
+      reply.header('connection', 'close')
+      return reply.code(400).send({
+        errors: [{ message: 'Multipart requests must send a non-empty `graphql-require-preflight` (or `apollo-require-preflight`) header', extensions: { code: 'CSRF_PREFLIGHT_REQUIRED' } }],
+      })
+    }
+    try {
+      const body = await processRequest(request.raw, reply.raw, options)
+      request.body = body
+      request.uploads = collectUploads(body)
+    } catch (err) {
+      const status = (err as { status?: number }).status ?? 400
+      reply.header('connection', 'close')
+      return reply.code(status >= 400 && status < 500 ? status : 400).send({
+        errors: [{ message: err instanceof Error ? err.message : 'Invalid multipart request', extensions: { code: 'BAD_MULTIPART_REQUEST' } }],
+      })
+    }
+  })
+
+  app.addHook('onSend', async (request, reply) => {
+    if (!request.uploads) return
+    // A resolver that failed (or never ran) leaves file streams unread; busboy then stalls and a
+    // keep-alive follow-up request on the same socket hangs (mercurius#950). Drain them, and close
+    // the connection if the body is still arriving.
+    for (const upload of request.uploads) drain(upload)
+    if (!request.raw.readableEnded) reply.header('connection', 'close')
+  })
+}
+
+function collectUploads(value: unknown, found: Upload[] = []): Upload[] {
+  if (value instanceof Upload) found.push(value)
+  else if (Array.isArray(value)) for (const v of value) collectUploads(v, found)
+  else if (value && typeof value === 'object') for (const v of Object.values(value)) collectUploads(v, found)
+  return found
+}
+
+function drain(upload: Upload): void {
+  upload.promise.then(
+    (file) => {
+      try {
+        const stream = file.createReadStream()
+        stream.on('error', () => {})
+        stream.resume()
+      } catch {
+        // Already consumed by the resolver, or the request failed: nothing left to drain.
+      }
+    },
+    () => {},
+  )
+}
+

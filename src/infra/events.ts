@@ -1,0 +1,49 @@
+import { createRequire } from 'node:module'
+import mqemitter, { type MQEmitter } from 'mqemitter'
+
+/**
+ * The pub/sub behind GraphQL subscriptions. Mercurius consumes `emitter` directly; services
+ * publish through `publish`, so they never see mercurius. With Redis, events fan out to every
+ * instance (mqemitter-redis), so a subscriber on instance A sees progress produced on B.
+ */
+export interface EventBus {
+  emitter: MQEmitter
+  publish<T>(topic: string, payload: T): Promise<void>
+  close(): Promise<void>
+}
+
+const require = createRequire(import.meta.url)
+
+export function createEventBus(options: { redisUrl?: string; prefix: string }): EventBus {
+  const emitter: MQEmitter = options.redisUrl ? createRedisEmitter(options.redisUrl, `${options.prefix}events:`) : mqemitter({ concurrency: 1000 })
+  let closed = false
+  return {
+    emitter,
+    publish(topic, payload) {
+      if (closed) return Promise.resolve()
+      return new Promise((resolve) => {
+        // A publish that fails (Redis down) must not fail the operation that produced the event.
+        emitter.emit({ topic, payload }, () => resolve())
+      })
+    },
+    close() {
+      if (closed) return Promise.resolve()
+      closed = true
+      // Mercurius never closes a custom emitter; without this the Redis connections keep the process alive.
+      return new Promise((resolve) => emitter.close(() => resolve()))
+    },
+  }
+}
+
+function createRedisEmitter(url: string, prefix: string): MQEmitter {
+  const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: object) => MQEmitter }
+  const emitter = new MQEmitterRedisPrefix(prefix, {
+    connectionString: url,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times: number) => Math.min(times * 200, 2_000),
+  }) as MQEmitter & { subConn: { on(e: string, f: () => void): void }; pubConn: { on(e: string, f: () => void): void } }
+  // ioredis emits 'error' on every failed reconnect; unhandled, that would crash the process.
+  emitter.subConn.on('error', () => {})
+  emitter.pubConn.on('error', () => {})
+  return emitter
+}
