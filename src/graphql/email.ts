@@ -1,3 +1,4 @@
+import { wrapErrorIfMatches } from '@pothos/plugin-errors'
 import { ConflictError, InvalidTokenError, NotFoundError, ValidationError } from '../lib/errors'
 import type { EmailRecord } from '../services/email/email-service'
 import { builder } from './builder'
@@ -86,13 +87,16 @@ const SendEmailSuccess = builder.objectRef<{ email: EmailRecord }>('SendEmailSuc
 const SendEmailResult = builder.unionType('SendEmailResult', {
   description: 'SendEmailSuccess, or why the email was not accepted.',
   types: [SendEmailSuccess, ValidationError],
+  // The wrapped error hides its prototype until unwrapped, so test for the success shape instead.
+  resolveType: (value) => (typeof value === 'object' && value !== null && 'email' in value ? 'SendEmailSuccess' : 'ValidationError'),
 })
 
 const sendEmailResult = async (send: () => Promise<EmailRecord>) => {
   try {
     return { email: await send() }
   } catch (err) {
-    if (err instanceof ValidationError) return err
+    // graphql-js treats a returned Error as thrown; wrap it the way the errors plugin does for its own unions.
+    if (err instanceof ValidationError) return wrapErrorIfMatches(err, [ValidationError]) as ValidationError
     throw err
   }
 }

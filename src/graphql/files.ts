@@ -1,6 +1,6 @@
 import type { FileUpload } from 'graphql-upload-minimal'
 import type { FileRow, FileVersionRow } from '../infra/db/file-repository'
-import { NotFoundError, ValidationError } from '../lib/errors'
+import { FileTooLargeError, NotFoundError, ValidationError } from '../lib/errors'
 import { MAX_URL_TTL, MIN_URL_TTL } from '../services/files/file-service'
 import { uploadProgressTopic, type UploadProgressEvent } from '../services/files/upload-progress'
 import { builder } from './builder'
@@ -159,7 +159,7 @@ builder.mutationFields((t) => ({
       file: t.arg({ type: 'Upload', required: true, description: 'The file.' }),
       input: t.arg({ type: UploadFileInput, required: false, description: 'Options.' }),
     },
-    resolve: async (_root, args, ctx) => (await ctx.services.files.uploadFile(ctx.viewer!, await toUploadInput(args.file, args.input))).file,
+    resolve: async (_root, args, ctx) => (await ctx.services.files.uploadFile(ctx.viewer!, await toUploadInput(ctx, args.file, args.input))).file,
   }),
   uploadFileVersion: t.field({
     type: FileRef,
@@ -172,7 +172,7 @@ builder.mutationFields((t) => ({
       input: t.arg({ type: UploadFileInput, required: false, description: 'Options.' }),
     },
     resolve: async (_root, args, ctx) =>
-      (await ctx.services.files.uploadFileVersion(ctx.viewer!, String(args.fileId), await toUploadInput(args.file, args.input))).file,
+      (await ctx.services.files.uploadFileVersion(ctx.viewer!, String(args.fileId), await toUploadInput(ctx, args.file, args.input))).file,
   }),
   restoreFileVersion: t.field({
     type: FileRef,
@@ -207,12 +207,21 @@ builder.subscriptionField('uploadProgress', (t) =>
 )
 
 async function toUploadInput(
+  ctx: GraphQLContext,
   upload: Promise<FileUpload>,
   input: { uploadId?: string | number | null; size?: number | null; filename?: string | null; mimeType?: string | null } | null | undefined,
 ) {
   const file = await upload
+  let stream
+  try {
+    stream = file.createReadStream()
+  } catch (err) {
+    // The multipart parser already cut the file at its cap (it can finish before the resolver runs).
+    if ((err as { status?: number }).status === 413) throw new FileTooLargeError(ctx.services.files.maxUploadBytes)
+    throw err
+  }
   return {
-    stream: file.createReadStream(),
+    stream,
     filename: input?.filename ?? file.filename,
     declaredType: input?.mimeType ?? file.mimetype,
     uploadId: input?.uploadId == null ? undefined : String(input.uploadId),

@@ -58,6 +58,11 @@ export class FileService {
     },
   ) {}
 
+  /** The largest upload any type may have: the multipart parser's cap. */
+  get maxUploadBytes(): number {
+    return Math.max(this.deps.limits.maxFileBytes, this.deps.limits.maxImageBytes)
+  }
+
   async uploadFile(viewer: Viewer, input: UploadInput): Promise<{ file: FileRow; version: FileVersionRow }> {
     return this.receive(viewer, input, null)
   }

@@ -1,0 +1,95 @@
+import { createSigner } from 'fast-jwt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildTestApp, TEST_JWT_SECRET, type TestApp } from './helpers/app'
+
+describe('GraphQL authentication and roles', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp()
+  })
+  afterAll(() => t.close())
+
+  it('answers viewer with the token claims', async () => {
+    const res = await t.gql('{ viewer { id email roles } }', {}, t.token('user', 'alice'))
+    expect(res.data).toEqual({ viewer: { id: 'alice', email: 'alice@example.com', roles: ['USER'] } })
+  })
+
+  it('answers viewer null without a token', async () => {
+    const res = await t.gql('{ viewer { id } }')
+    expect(res.data).toEqual({ viewer: null })
+  })
+
+  it('gives UNAUTHENTICATED for a protected field without a token', async () => {
+    const res = await t.gql('{ files { edges { node { id } } } }')
+    expect(res.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED')
+    expect(res.statusCode).toBeLessThan(500)
+  })
+
+  it('gives UNAUTHENTICATED with a clear message for an expired token', async () => {
+    const expired = createSigner({ key: TEST_JWT_SECRET })({ sub: 'bob', roles: ['admin'], exp: Math.floor(Date.now() / 1000) - 60 })
+    const res = await t.gql('{ cacheStats { hits } }', {}, expired)
+    expect(res.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED')
+    expect(res.errors?.[0]?.message).toMatch(/expired/)
+  })
+
+  it('gives UNAUTHENTICATED for a token signed with another secret', async () => {
+    const forged = createSigner({ key: 'another-secret-another-secret-another-1' })({ sub: 'eve', roles: ['admin'] })
+    const res = await t.gql('{ cacheStats { hits } }', {}, forged)
+    expect(res.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED')
+  })
+
+  it('gives UNAUTHENTICATED for a token with an unknown role', async () => {
+    const odd = createSigner({ key: TEST_JWT_SECRET })({ sub: 'eve', roles: ['root'] })
+    const res = await t.gql('{ viewer { id } }', {}, odd)
+    expect(res.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED')
+  })
+
+  it('gives UNAUTHENTICATED for a malformed Authorization header', async () => {
+    const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: 'Basic abc' }, payload: { query: '{ viewer { id } }' } })
+    expect(res.json().errors[0].extensions.code).toBe('UNAUTHENTICATED')
+  })
+
+  it('gives FORBIDDEN for the wrong role', async () => {
+    const res = await t.gql('{ cacheStats { hits } }', {}, t.token('user'))
+    expect(res.errors?.[0]?.extensions?.code).toBe('FORBIDDEN')
+    const mail = await t.gql('mutation { verifyEmail(token: "x") { __typename } }', {}, t.token('user'))
+    expect(mail.errors?.[0]?.extensions?.code).toBe('FORBIDDEN')
+  })
+
+  it('refuses a query over the depth limit', async () => {
+    const deep = '{ files { edges { node { currentVersion { variants { name } } versions { id } } } pageInfo { endCursor } } }'
+    const ok = await t.gql(deep, {}, t.token('user'))
+    expect(ok.errors).toBeUndefined()
+    const tooDeep = `{ __schema { types { fields { type ${'{ ofType '.repeat(8)}{ name }${' }'.repeat(8)} } } } }`
+    const res = await t.gql(tooDeep, {}, t.token('user'))
+    expect(res.errors?.[0]?.message).toMatch(/depth/i)
+  })
+
+  it('refuses a query whose cost exceeds the limit', async () => {
+    const res = await t.gql('{ files(first: 100) { edges { node { versions { id number size sha256 mimeType createdAt url } } } } }', {}, t.token('user'))
+    expect(res.errors?.[0]?.extensions?.code).toBe('QUERY_TOO_COMPLEX')
+  })
+
+  it('masks unexpected errors as INTERNAL_SERVER_ERROR with a request id', async () => {
+    const original = t.app.services.cache.stats.bind(t.app.services.cache)
+    t.app.services.cache.stats = () => {
+      throw new Error('connection string postgres://secret@db leaked')
+    }
+    try {
+      const res = await t.gql('{ cacheStats { hits } }', {}, t.token('admin'))
+      const err = res.errors?.[0]
+      expect(err?.message).toBe('Internal server error')
+      expect(err?.extensions?.code).toBe('INTERNAL_SERVER_ERROR')
+      expect(err?.extensions?.requestId).toEqual(expect.any(String))
+      expect(JSON.stringify(res)).not.toContain('secret')
+    } finally {
+      t.app.services.cache.stats = original
+    }
+  })
+
+  it('serves the GraphiQL page', async () => {
+    const res = await t.app.inject({ method: 'GET', url: '/graphiql' })
+    expect(res.statusCode).toBe(200)
+    expect(res.headers['content-type']).toMatch(/html/)
+  })
+})
