@@ -8,17 +8,34 @@ import { databasePlugin, eventsPlugin, mailPlugin, redisPlugin, secretsPlugin, s
 import { servicesPlugin } from './plugins/services'
 
 export interface BuildOptions {
-  /** pino options or false; tests pass false. */
-  logger?: boolean | object
+  /** false silences logging (tests). */
+  logger?: false
+  /** Where log lines go instead of stdout (tests read it). */
+  logStream?: NodeJS.WritableStream
 }
+
+/** Query parameters that are credentials: signed-link signatures and email tokens. */
+const SECRET_PARAMS = /([?&](?:sig|token|signature)=)[^&]*/gi
 
 /** Infrastructure first, then the domain, then GraphQL and HTTP routes. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: options.logger ?? {
-      level: config.logLevel,
-      redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'req.query.token', 'req.query.sig'], censor: '[redacted]' },
-    },
+    logger:
+      options.logger === false
+        ? false
+        : {
+            level: config.logLevel,
+            stream: options.logStream,
+            redact: { paths: ['req.headers.authorization', 'req.headers.cookie', 'authorization', '*.authorization'], censor: '[redacted]' },
+            serializers: {
+              req: (req: { method: string; url: string; id: string; ip?: string }) => ({
+                method: req.method,
+                url: req.url.replace(SECRET_PARAMS, '$1[redacted]'),
+                reqId: req.id,
+                remoteAddress: req.ip,
+              }),
+            },
+          },
     trustProxy: config.trustProxy,
     genReqId: () => crypto.randomUUID(),
     requestIdHeader: 'x-request-id',

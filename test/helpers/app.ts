@@ -26,6 +26,8 @@ export interface TestAppOptions {
   database?: TestDatabase
   /** Share a Redis prefix (multi-instance tests). */
   redisPrefix?: string
+  /** Capture logs here instead of silencing them. */
+  logStream?: NodeJS.WritableStream
 }
 
 export interface TestApp {
@@ -61,7 +63,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     ...(options.redis === false ? {} : { REDIS_URL: TEST_REDIS_URL, REDIS_KEY_PREFIX: redisPrefix }),
     ...options.env,
   })
-  const app = await buildApp(config, { logger: false })
+  const app = await buildApp(config, options.logStream ? { logStream: options.logStream } : { logger: false })
   await app.ready()
   return {
     app,
