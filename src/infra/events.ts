@@ -41,9 +41,8 @@ function createRedisEmitter(url: string, prefix: string): MQEmitter {
     connectionString: url,
     maxRetriesPerRequest: 1,
     retryStrategy: (times: number) => Math.min(times * 200, 2_000),
-  }) as MQEmitter & { subConn: { on(e: string, f: () => void): void }; pubConn: { on(e: string, f: () => void): void } }
-  // ioredis emits 'error' on every failed reconnect; unhandled, that would crash the process.
-  emitter.subConn.on('error', () => {})
-  emitter.pubConn.on('error', () => {})
+  }) as MQEmitter & { state: { on(e: string, f: () => void): void } }
+  // mqemitter-redis re-emits every connection error on `state`; with no listener a dead Redis would crash the process.
+  emitter.state.on('error', () => {})
   return emitter
 }

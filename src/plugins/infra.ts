@@ -65,10 +65,30 @@ export const redisPlugin = fp(
   async (app: FastifyInstance) => {
     const redis = app.config.redisUrl ? createRedis({ url: app.config.redisUrl }) : null
     app.decorate('redis', redis)
-    if (redis) app.addHook('onClose', () => closeRedis(redis))
+    if (!redis) return
+    app.addHook('onClose', () => closeRedis(redis))
+    // Give Redis a moment to connect so the first requests use it; past that, boot anyway and degrade.
+    const connected = await waitForReady(redis, REDIS_BOOT_WAIT_MS)
+    if (!connected) app.log.warn('Redis is not reachable: serving from memory and the database until it is')
   },
   { name: 'redis' },
 )
+
+const REDIS_BOOT_WAIT_MS = 2_000
+
+function waitForReady(redis: Redis, timeoutMs: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      redis.off('ready', onReady)
+      resolve(ok)
+    }
+    const onReady = () => done(true)
+    const timer = setTimeout(() => done(false), timeoutMs)
+    redis.once('ready', onReady)
+  })
+}
 
 export const storagePlugin = fp(
   async (app: FastifyInstance) => {

@@ -1,0 +1,69 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy'
+
+const HANG_LIMIT_MS = 3_000
+const withinLimit = <T>(p: Promise<T>) =>
+  Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('request hung')), HANG_LIMIT_MS))])
+
+describe('the app when Redis goes away', () => {
+  let proxy: TcpProxy
+  let t: TestApp
+  beforeAll(async () => {
+    proxy = await startTcpProxy(6379)
+    t = await buildTestApp({ redis: false, env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` } })
+  })
+  afterAll(async () => {
+    await t.close()
+    await proxy.stop()
+  })
+
+  it('keeps answering cached reads from the loader, uploads and readiness while Redis is stopped, then recovers', async () => {
+    const cache = t.app.services.cache
+    await cache.set('greeting', 'hello')
+    expect(await cache.get('greeting')).toBe('hello')
+
+    await proxy.stop()
+    expect(await withinLimit(cache.getOrSet('greeting', async () => 'from-loader'))).toBe('from-loader')
+    const upload = await withinLimit(
+      uploadThroughGraphql(t, t.token('user'), 'mutation($file: Upload!) { uploadFile(file: $file) { __typename } }', { file: null }, {
+        filename: 'a.pdf',
+        contentType: 'application/pdf',
+        content: Buffer.from('%PDF-1.7\nwhile redis is down'),
+      }),
+    )
+    expect(upload.body.data).toEqual({ uploadFile: { __typename: 'UploadFileSuccess' } })
+    const ready = await withinLimit(t.app.inject({ method: 'GET', url: '/readyz' }))
+    expect(ready.statusCode).toBe(200)
+    expect(ready.json()).toMatchObject({ status: 'degraded', checks: { redis: { status: 'down' } } })
+    expect(cache.stats().errors).toBeGreaterThan(0)
+
+    await proxy.start()
+    let value: unknown
+    for (let i = 0; i < 50 && value !== 'hello'; i++) {
+      value = await cache.get('greeting')
+      if (value !== 'hello') await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(value).toBe('hello')
+  })
+})
+
+describe('the app when Redis is down at boot', () => {
+  let proxy: TcpProxy
+  let t: TestApp
+  beforeAll(async () => {
+    proxy = await startTcpProxy(6379)
+    await proxy.stop()
+    t = await withinLimit(buildTestApp({ redis: false, env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` } }))
+  })
+  afterAll(async () => {
+    await t.close()
+    await proxy.stop()
+  })
+
+  it('boots and serves GraphQL from the loader', async () => {
+    const res = await withinLimit(t.gql('{ cacheStats { backend misses } }', {}, t.token('admin')))
+    expect(res.data).toEqual({ cacheStats: { backend: 'redis', misses: 0 } })
+    expect(await withinLimit(t.app.services.cache.getOrSet('k', async () => 42))).toBe(42)
+  })
+})
