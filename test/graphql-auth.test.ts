@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto'
 import { createSigner } from 'fast-jwt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildTestApp, TEST_JWT_SECRET, type TestApp } from './helpers/app'
@@ -91,5 +92,26 @@ describe('GraphQL authentication and roles', () => {
     const res = await t.app.inject({ method: 'GET', url: '/graphiql' })
     expect(res.statusCode).toBe(200)
     expect(res.headers['content-type']).toMatch(/html/)
+  })
+})
+
+describe('RS256 tokens from an identity provider', () => {
+  let t: TestApp
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
+  beforeAll(async () => {
+    t = await buildTestApp({ redis: false, env: { JWT_SECRET: '', JWT_PUBLIC_KEY: publicKey, JWT_ISSUER: 'https://id.example.com' } })
+  })
+  afterAll(() => t.close())
+
+  it('accepts a token signed with the private key and the right issuer', async () => {
+    const token = createSigner({ key: privateKey, algorithm: 'RS256', iss: 'https://id.example.com' })({ sub: 'idp-user', roles: ['user'] })
+    expect((await t.gql('{ viewer { id } }', {}, token)).data).toEqual({ viewer: { id: 'idp-user' } })
+  })
+
+  it('refuses a wrong issuer and an HS256 token signed with the public key (algorithm confusion)', async () => {
+    const wrongIssuer = createSigner({ key: privateKey, algorithm: 'RS256', iss: 'https://evil.example.com' })({ sub: 'x', roles: ['admin'] })
+    expect((await t.gql('{ viewer { id } }', {}, wrongIssuer)).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED')
+    const confused = createSigner({ key: publicKey, algorithm: 'HS256', iss: 'https://id.example.com' })({ sub: 'x', roles: ['admin'] })
+    expect((await t.gql('{ viewer { id } }', {}, confused)).errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED')
   })
 })
