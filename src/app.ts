@@ -5,6 +5,8 @@ import { downloadRoutes } from './http/downloads'
 import { registerErrorHandler } from './http/error-handler'
 import { healthRoutes } from './http/health'
 import { databasePlugin, eventsPlugin, mailPlugin, redisPlugin, secretsPlugin, storagePlugin } from './plugins/infra'
+import { metricsPlugin } from './plugins/metrics'
+import { protectionPlugin } from './plugins/protection'
 import { servicesPlugin } from './plugins/services'
 
 export interface BuildOptions {
@@ -49,12 +51,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   })
   registerErrorHandler(app)
 
+  await app.register(metricsPlugin)
   await app.register(secretsPlugin)
   await app.register(databasePlugin)
   await app.register(redisPlugin)
   await app.register(storagePlugin)
   await app.register(mailPlugin)
   await app.register(eventsPlugin)
+  await app.register(protectionPlugin)
   await app.register(servicesPlugin)
   await app.register(graphqlPlugin)
   await app.register(healthRoutes)

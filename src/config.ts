@@ -59,6 +59,17 @@ export interface Config {
     maxDepth: number
     maxComplexity: number
   }
+  metrics: {
+    /** Bearer token for GET /metrics; required to serve it when NODE_ENV=production. */
+    token?: string
+  }
+  protection: {
+    /** Shed load with 503 when the event loop lags more than this (0 disables). */
+    maxEventLoopDelayMs: number
+    /** Mutations per user (or IP when anonymous) per window. */
+    rateLimitMax: number
+    rateLimitWindowMs: number
+  }
   shutdownGraceMs: number
   /** Run background workers (email dispatch) in this process. */
   workers: boolean
@@ -195,6 +206,12 @@ export function loadConfig(env: Env = process.env): Config {
       graphiql: bool('GRAPHIQL', true),
       maxDepth: int('GRAPHQL_MAX_DEPTH', 10, 2, 100),
       maxComplexity: int('GRAPHQL_MAX_COMPLEXITY', 1000, 10, 1_000_000),
+    },
+    metrics: { token: str('METRICS_TOKEN') },
+    protection: {
+      maxEventLoopDelayMs: int('OVERLOAD_MAX_EVENT_LOOP_DELAY_MS', 1000, 0, 60_000),
+      rateLimitMax: int('RATE_LIMIT_MAX', 600, 1, 1_000_000),
+      rateLimitWindowMs: int('RATE_LIMIT_WINDOW_MS', 60_000, 1000, 3_600_000),
     },
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     workers: bool('WORKERS_ENABLED', true),

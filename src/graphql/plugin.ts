@@ -6,6 +6,7 @@ import mercurius, { type MercuriusContext } from 'mercurius'
 import { isAppError, UnauthenticatedError } from '../lib/errors'
 import type { Viewer } from '../services/auth/jwt'
 import type { GraphQLContext } from './context'
+import { operationLabel } from '../plugins/metrics'
 import { queryCostRule } from './complexity'
 import { schema } from './schema'
 
@@ -43,15 +44,42 @@ export const graphqlPlugin = fp(
           const header = payload?.authorization ?? payload?.Authorization
           const ctx = contextFor(app, typeof header === 'string' ? header : undefined, 'ws')
           if (ctx.authError) throw ctx.authError
+          app.metrics.subscriptions.inc()
           return { viewer: ctx.viewer, authError: null }
+        },
+        onDisconnect: (context: MercuriusContext) => {
+          // Refused connections never counted (onConnect threw before inc).
+          if ((context as Partial<GraphQLContext>).viewer !== undefined) app.metrics.subscriptions.dec()
         },
         context: () => ({ services: app.services, viewer: null, authError: null, requestId: 'ws' }),
       },
       errorFormatter: (execution, ctx) => formatErrors(execution, ctx),
     })
+    observeOperations(app)
   },
   { name: 'graphql', dependencies: ['services', 'events'] },
 )
+
+const timing = Symbol('timing')
+type Timed = { [timing]?: { start: bigint; operation: string; type: string } }
+
+function observeOperations(app: FastifyInstance) {
+  const seen = new Set<string>()
+  app.graphql.addHook('preExecution', async (_schema, document, context) => {
+    const op = document.definitions.find((d) => d.kind === 'OperationDefinition')
+    ;(context as Timed)[timing] = {
+      start: process.hrtime.bigint(),
+      operation: operationLabel(op && 'name' in op ? op.name?.value : undefined, seen),
+      type: op && 'operation' in op ? op.operation : 'unknown',
+    }
+  })
+  app.graphql.addHook('onResolution', async (execution, context) => {
+    const t = (context as Timed)[timing]
+    if (!t) return
+    const seconds = Number(process.hrtime.bigint() - t.start) / 1e9
+    app.metrics.graphqlDuration.observe({ operation: t.operation, type: t.type, outcome: execution.errors?.length ? 'error' : 'ok' }, seconds)
+  })
+}
 
 function contextFor(app: FastifyInstance, authorization: string | undefined, requestId: string): Pick<GraphQLContext, 'viewer' | 'authError' | 'services' | 'requestId'> {
   const base = { services: app.services, requestId }
@@ -78,7 +106,8 @@ function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx:
     const original = error.originalError as (Error & { errors?: unknown; statusCode?: number }) | undefined
     if (!original || original instanceof GraphQLError || Array.isArray(original.errors)) return error
     if (isAppError(original)) {
-      return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, extensions: { ...error.extensions, code: original.code } })
+      // originalError travels along (it is not serialised) so a statusCode on it, like a rate limit's 429, sets the HTTP status.
+      return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, originalError: original, extensions: { ...error.extensions, code: original.code } })
     }
     const status = original.statusCode
     if (typeof status === 'number' && status >= 400 && status < 500) {

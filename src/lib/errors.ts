@@ -103,3 +103,10 @@ export class ServiceUnavailableError extends AppError {
 export function isAppError(err: unknown): err is AppError {
   return err instanceof AppError
 }
+
+export class RateLimitedError extends AppError {
+  readonly code = 'RATE_LIMITED'
+  readonly httpStatus = 429
+  /** Read by mercurius's route error handler, so /graphql answers a real 429 too. */
+  readonly statusCode = 429
+}

@@ -1,0 +1,108 @@
+import { timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+
+export interface Metrics {
+  registry: Registry
+  graphqlDuration: Histogram<'operation' | 'type' | 'outcome'>
+  subscriptions: Gauge
+  /** Metrics read from a service at scrape time (cache counters, queue depths). */
+  addCollector(collect: () => Promise<void> | void): void
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
+
+/** Operation names come from clients: cap how many distinct ones become label values. */
+const MAX_OPERATION_LABELS = 200
+const OPERATION_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
+
+/**
+ * Prometheus metrics on GET /metrics. In production it needs METRICS_TOKEN as a bearer token;
+ * without one there it is not served at all. Labels are bounded: route patterns (not URLs),
+ * status classes, and at most MAX_OPERATION_LABELS operation names.
+ */
+export const metricsPlugin = fp(
+  async (app: FastifyInstance) => {
+    const registry = new Registry()
+    registry.setDefaultLabels({ service: 'groundwork' })
+    collectDefaultMetrics({ register: registry })
+
+    const httpDuration = new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP request duration by route pattern, method and status class.',
+      labelNames: ['method', 'route', 'status_class'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    })
+    const graphqlDuration = new Histogram({
+      name: 'graphql_operation_duration_seconds',
+      help: 'GraphQL operation duration by operation name, type and outcome.',
+      labelNames: ['operation', 'type', 'outcome'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    })
+    const subscriptions = new Gauge({ name: 'graphql_subscription_connections', help: 'Open GraphQL WebSocket connections.', registers: [registry] })
+    const collectors: (() => Promise<void> | void)[] = []
+    new Gauge({
+      name: 'groundwork_scrape_collectors',
+      help: 'Collectors run per scrape.',
+      registers: [registry],
+      async collect() {
+        await Promise.allSettled(collectors.map((c) => c()))
+        this.set(collectors.length)
+      },
+    })
+
+    app.decorate('metrics', { registry, graphqlDuration, subscriptions, addCollector: (c: () => Promise<void> | void) => collectors.push(c) })
+
+    app.addHook('onResponse', async (request, reply) => {
+      const route = request.routeOptions.url ?? 'unmatched'
+      httpDuration.observe({ method: request.method, route, status_class: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000)
+    })
+
+    const token = app.config.metrics.token
+    const exposed = Boolean(token) || app.config.nodeEnv !== 'production'
+    if (exposed) {
+      app.get('/metrics', async (request, reply) => {
+        if (token && !bearerMatches(request, token)) {
+          return reply.code(401).send({ error: { message: 'A valid METRICS_TOKEN bearer token is required', code: 'UNAUTHENTICATED', requestId: request.id } })
+        }
+        reply.header('content-type', registry.contentType)
+        return registry.metrics()
+      })
+    }
+  },
+  { name: 'metrics' },
+)
+
+export function operationLabel(name: string | undefined | null, seen: Set<string>): string {
+  if (!name || !OPERATION_NAME.test(name)) return 'anonymous'
+  if (seen.has(name)) return name
+  if (seen.size >= MAX_OPERATION_LABELS) return 'other'
+  seen.add(name)
+  return name
+}
+
+function bearerMatches(request: FastifyRequest, token: string): boolean {
+  const given = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1] ?? ''
+  const a = Buffer.from(given)
+  const b = Buffer.from(token)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/** A counter that mirrors a monotonically increasing value read at scrape time. */
+export function mirroredCounter(registry: Registry, name: string, help: string, labelNames: string[] = []) {
+  const counter = new Counter({ name, help, labelNames, registers: [registry] })
+  const last = new Map<string, number>()
+  return (value: number, labels: Record<string, string> = {}) => {
+    const key = JSON.stringify(labels)
+    const delta = value - (last.get(key) ?? 0)
+    if (delta > 0) counter.inc(labels, delta)
+    last.set(key, value)
+  }
+}

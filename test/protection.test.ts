@@ -1,0 +1,70 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildTestApp, type TestApp } from './helpers/app'
+
+describe('metrics endpoint', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ redis: false })
+  })
+  afterAll(() => t.close())
+
+  it('exposes HTTP and per-operation GraphQL metrics with bounded labels', async () => {
+    await t.gql('query Me { viewer { id } }', {}, t.token('user'))
+    await t.gql('query { viewer { id } }', {}, t.token('user'))
+    const res = await t.app.inject({ method: 'GET', url: '/metrics' })
+    expect(res.statusCode).toBe(200)
+    expect(res.headers['content-type']).toMatch(/text\/plain/)
+    expect(res.body).toMatch(/http_request_duration_seconds_count\{[^}]*route="\/graphql"[^}]*\} \d+/)
+    expect(res.body).toMatch(/graphql_operation_duration_seconds_count\{[^}]*operation="Me"[^}]*type="query"[^}]*outcome="ok"[^}]*\} 1/)
+    expect(res.body).toMatch(/operation="anonymous"/)
+    expect(res.body).toContain('graphql_subscription_connections')
+    expect(res.body).toContain('process_resident_memory_bytes')
+  })
+})
+
+describe('metrics in production', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ redis: false, env: { NODE_ENV: 'production', METRICS_TOKEN: 'scrape-token-123' } })
+  })
+  afterAll(() => t.close())
+
+  it('requires the METRICS_TOKEN bearer token', async () => {
+    expect((await t.app.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(401)
+    expect((await t.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: 'Bearer wrong-token-123' } })).statusCode).toBe(401)
+    expect((await t.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: 'Bearer scrape-token-123' } })).statusCode).toBe(200)
+  })
+})
+
+describe.each([
+  { name: 'in process', redis: false },
+  { name: 'on Redis', redis: true },
+])('mutation rate limit $name', ({ redis }) => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ redis, env: { RATE_LIMIT_MAX: '3' } })
+  })
+  afterAll(() => t.close())
+
+  it('answers 429 RATE_LIMITED past the limit for mutations, per token, and never limits queries', async () => {
+    const token = t.token('admin', 'limited')
+    const mutation = 'mutation { invalidateCache(input: { keys: ["a"] }) { __typename } }'
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: mutation } })
+      statuses.push(res.statusCode)
+      if (res.statusCode === 429) {
+        // /graphql keeps the GraphQL response shape, with a real 429 and Retry-After.
+        expect(res.json().errors[0].extensions.code).toBe('RATE_LIMITED')
+        expect(Number(res.headers['retry-after'])).toBeGreaterThan(0)
+      }
+    }
+    expect(statuses).toEqual([200, 200, 200, 429])
+    const other = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${t.token('admin', 'someone-else')}` }, payload: { query: mutation } })
+    expect(other.statusCode).toBe(200)
+    for (let i = 0; i < 5; i++) {
+      const q = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: '{ viewer { id } }' } })
+      expect(q.statusCode).toBe(200)
+    }
+  })
+})
