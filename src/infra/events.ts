@@ -8,6 +8,8 @@ import mqemitter, { type MQEmitter } from 'mqemitter'
  */
 export interface EventBus {
   emitter: MQEmitter
+  /** Resolves once the bus can carry events (at once in process; bounded wait on Redis). */
+  ready(timeoutMs: number): Promise<boolean>
   publish<T>(topic: string, payload: T): Promise<void>
   close(): Promise<void>
 }
@@ -15,10 +17,18 @@ export interface EventBus {
 const require = createRequire(import.meta.url)
 
 export function createEventBus(options: { redisUrl?: string; prefix: string }): EventBus {
-  const emitter: MQEmitter = options.redisUrl ? createRedisEmitter(options.redisUrl, `${options.prefix}events:`) : mqemitter({ concurrency: 1000 })
+  const redisEmitter = options.redisUrl ? createRedisEmitter(options.redisUrl, `${options.prefix}events:`) : undefined
+  const emitter: MQEmitter = redisEmitter ?? mqemitter({ concurrency: 1000 })
   let closed = false
   return {
     emitter,
+    // A SUBSCRIBE sent while ioredis is still running its ready check puts the connection in
+    // subscriber mode, the check fails and the subscription is lost: wait for both connections.
+    ready: async (timeoutMs) => {
+      if (!redisEmitter) return true
+      const results = await Promise.all([whenReady(redisEmitter.subConn, timeoutMs), whenReady(redisEmitter.pubConn, timeoutMs)])
+      return results.every(Boolean)
+    },
     publish(topic, payload) {
       if (closed) return Promise.resolve()
       return new Promise((resolve) => {
@@ -35,13 +45,35 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }): 
   }
 }
 
-function createRedisEmitter(url: string, prefix: string): MQEmitter {
+interface RedisConnection {
+  status: string
+  once(event: 'ready', listener: () => void): void
+  off(event: 'ready', listener: () => void): void
+}
+type RedisEmitter = MQEmitter & { subConn: RedisConnection; pubConn: RedisConnection }
+
+function whenReady(connection: RedisConnection, timeoutMs: number): Promise<boolean> {
+  if (connection.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const onReady = () => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    const timer = setTimeout(() => {
+      connection.off('ready', onReady)
+      resolve(false)
+    }, timeoutMs)
+    connection.once('ready', onReady)
+  })
+}
+
+function createRedisEmitter(url: string, prefix: string): RedisEmitter {
   const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: object) => MQEmitter }
   const emitter = new MQEmitterRedisPrefix(prefix, {
     connectionString: url,
     maxRetriesPerRequest: 1,
     retryStrategy: (times: number) => Math.min(times * 200, 2_000),
-  }) as MQEmitter & { state: { on(e: string, f: () => void): void } }
+  }) as RedisEmitter & { state: { on(e: string, f: () => void): void } }
   // mqemitter-redis re-emits every connection error on `state`; with no listener a dead Redis would crash the process.
   emitter.state.on('error', () => {})
   return emitter

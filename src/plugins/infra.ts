@@ -114,8 +114,11 @@ export const eventsPlugin = fp(
   async (app: FastifyInstance) => {
     const events = createEventBus({ redisUrl: app.config.redisUrl, prefix: app.config.redisKeyPrefix })
     app.decorate('events', events)
+    // When Redis itself did not answer at boot there is nothing to wait for: boot degraded at once.
+    const reachable = app.redis?.status === 'ready'
+    if (reachable && !(await events.ready(REDIS_BOOT_WAIT_MS))) app.log.warn('The Redis event bus is not connected: subscriptions will start once it is')
     // Mercurius never closes a custom emitter: without this, Redis subscriber connections keep the process alive.
     app.addHook('onClose', () => events.close())
   },
-  { name: 'events' },
+  { name: 'events', dependencies: ['redis'] },
 )
