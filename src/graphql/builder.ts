@@ -37,8 +37,14 @@ export const builder = new SchemaBuilder<{
   },
   errors: {
     // Mutation results are named after the field (uploadFile -> UploadFileResult / UploadFileSuccess) as API.md lists them.
-    defaultUnionOptions: { name: ({ fieldName }) => `${capitalize(fieldName)}Result` },
-    defaultResultOptions: { name: ({ fieldName }) => `${capitalize(fieldName)}Success` },
+    defaultUnionOptions: {
+      name: ({ fieldName }) => `${capitalize(fieldName)}Result`,
+      description: 'The Success type of the mutation, or one of the expected errors it can return (each implements Error).',
+    },
+    defaultResultOptions: {
+      name: ({ fieldName }) => `${capitalize(fieldName)}Success`,
+      description: 'Returned when the mutation succeeded.',
+    },
   },
 })
 

@@ -1,9 +1,13 @@
-import { ROLES, type Viewer } from '../services/auth/jwt'
+import type { ROLES, Viewer } from '../services/auth/jwt'
 import { builder } from './builder'
 
 const RoleEnum = builder.enumType('Role', {
   description: 'What a token allows: admin (everything), service (the app backend: transactional mail), user (own files).',
-  values: Object.fromEntries(ROLES.map((r) => [r.toUpperCase(), { value: r }])) as Record<'ADMIN' | 'SERVICE' | 'USER', { value: (typeof ROLES)[number] }>,
+  values: {
+    ADMIN: { value: 'admin', description: 'Everything, including every user\'s files, cache and campaigns.' },
+    SERVICE: { value: 'service', description: 'Your app\'s backend: transactional mail and tokens.' },
+    USER: { value: 'user', description: 'An end user: their own files and uploads.' },
+  } as const satisfies Record<string, { value: (typeof ROLES)[number]; description: string }>,
 })
 
 const ViewerRef = builder.objectRef<Viewer>('Viewer').implement({
