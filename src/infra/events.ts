@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module'
+import { Redis } from 'ioredis'
 import mqemitter, { type MQEmitter } from 'mqemitter'
 
 /**
@@ -15,6 +16,7 @@ export interface EventBus {
 }
 
 const require = createRequire(import.meta.url)
+const PUBLISH_TIMEOUT_MS = 1_000
 
 export function createEventBus(options: { redisUrl?: string; prefix: string }): EventBus {
   const redisEmitter = options.redisUrl ? createRedisEmitter(options.redisUrl, `${options.prefix}events:`) : undefined
@@ -32,8 +34,12 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }): 
     publish(topic, payload) {
       if (closed) return Promise.resolve()
       return new Promise((resolve) => {
-        // A publish that fails (Redis down) must not fail the operation that produced the event.
-        emitter.emit({ topic, payload }, () => resolve())
+        // A publish that fails or stalls (Redis down) must neither fail nor hold up the operation that produced the event.
+        const timer = setTimeout(resolve, PUBLISH_TIMEOUT_MS)
+        emitter.emit({ topic, payload }, () => {
+          clearTimeout(timer)
+          resolve()
+        })
       })
     },
     close() {
@@ -69,11 +75,10 @@ function whenReady(connection: RedisConnection, timeoutMs: number): Promise<bool
 
 function createRedisEmitter(url: string, prefix: string): RedisEmitter {
   const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: object) => MQEmitter }
-  const emitter = new MQEmitterRedisPrefix(prefix, {
-    connectionString: url,
-    maxRetriesPerRequest: 1,
-    retryStrategy: (times: number) => Math.min(times * 200, 2_000),
-  }) as RedisEmitter & { state: { on(e: string, f: () => void): void } }
+  // mqemitter-redis ignores client options next to a connectionString, which left ioredis's
+  // defaults (20 retries per queued command): pass our own connections instead.
+  const connection = () => new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: (times: number) => Math.min(times * 200, 2_000) })
+  const emitter = new MQEmitterRedisPrefix(prefix, { subConn: connection(), pubConn: connection() }) as RedisEmitter & { state: { on(e: string, f: () => void): void } }
   // mqemitter-redis re-emits every connection error on `state`; with no listener a dead Redis would crash the process.
   emitter.state.on('error', () => {})
   return emitter
