@@ -17,6 +17,7 @@ export interface EventBus {
 
 const require = createRequire(import.meta.url)
 const PUBLISH_TIMEOUT_MS = 1_000
+const CLOSE_GRACE_MS = 1_000
 
 export function createEventBus(options: { redisUrl?: string; prefix: string }): EventBus {
   const redisEmitter = options.redisUrl ? createRedisEmitter(options.redisUrl, `${options.prefix}events:`) : undefined
@@ -46,13 +47,25 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }): 
       if (closed) return Promise.resolve()
       closed = true
       // Mercurius never closes a custom emitter; without this the Redis connections keep the process alive.
-      return new Promise((resolve) => emitter.close(() => resolve()))
+      return new Promise((resolve) => {
+        // QUIT waits for a connection that is down; past a short grace, drop the sockets instead.
+        const timer = setTimeout(() => {
+          redisEmitter?.subConn.disconnect()
+          redisEmitter?.pubConn.disconnect()
+          resolve()
+        }, redisEmitter && redisEmitter.subConn.status === 'ready' ? CLOSE_GRACE_MS : 0)
+        emitter.close(() => {
+          clearTimeout(timer)
+          resolve()
+        })
+      })
     },
   }
 }
 
 interface RedisConnection {
   status: string
+  disconnect(): void
   once(event: 'ready', listener: () => void): void
   off(event: 'ready', listener: () => void): void
 }
