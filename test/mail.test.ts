@@ -105,6 +105,18 @@ describe('resend transport', () => {
     expect(results.map((r) => r.providerId)).toEqual(fake.sent.map((e) => e.id))
   })
 
+  it('sends the valid messages of a permissive batch and reports the invalid one at its index', async () => {
+    const results = await transport().sendBatch(
+      [message({ subject: 'one' }), message({ to: ['not-an-address'] }), message({ subject: 'three' })],
+      { idempotencyKey: 'campaign/1/batch/9', permissive: true },
+    )
+    expect(fake.requests[0]!.headers['x-batch-validation']).toBe('permissive')
+    expect(fake.sent.map((e) => e.subject)).toEqual(['one', 'three'])
+    expect(results[0]).toEqual({ providerId: fake.sent[0]!.id })
+    expect(results[1]).toEqual({ error: expect.any(String) })
+    expect(results[2]).toEqual({ providerId: fake.sent[1]!.id })
+  })
+
   it('gets the same ids back for a repeated idempotency key without sending again', async () => {
     const t = transport()
     const first = await t.sendBatch([message({ subject: 'a' }), message({ subject: 'b' })], { idempotencyKey: 'batch/7' })
@@ -341,6 +353,14 @@ describe('outbox transport', () => {
     const err = await providerError(outbox.sendBatch([message(), message({ subject: 'x\nBcc: victim@example.net' })]))
     expect(err.retryable).toBe(false)
     expect(await readdir(dir)).toHaveLength(0)
+  })
+
+  it('writes the valid messages of a permissive batch and reports the invalid one', async () => {
+    const { dir, outbox } = await newOutbox()
+    const results = await outbox.sendBatch([message(), message({ subject: 'x\nBcc: victim@example.net' })], { permissive: true })
+    expect(results[0]!.providerId).toEqual(expect.any(String))
+    expect(results[1]!.error).toMatch(/Refusing/)
+    expect(await readdir(dir)).toHaveLength(1)
   })
 
   it('passes check() for a writable directory and fails it when the path is a file', async () => {

@@ -7,7 +7,7 @@ import { outboxMessages } from '../db/schema/email'
 import { parseAddress } from '../../lib/email-address'
 import { buildEml } from './eml'
 import { MailProviderError } from './types'
-import type { MailMessage, MailTransport, SendOptions, SendResult } from './types'
+import type { BatchItemResult, BatchSendOptions, MailMessage, MailTransport, SendOptions, SendResult } from './types'
 
 export interface OutboxTransportOptions {
   dir: string
@@ -112,15 +112,23 @@ export function createOutboxTransport(opts: OutboxTransportOptions): MailTranspo
       return deliver(prepare(message, options.idempotencyKey))
     },
 
-    async sendBatch(messages: MailMessage[], options: SendOptions = {}): Promise<SendResult[]> {
+    async sendBatch(messages: MailMessage[], options: BatchSendOptions = {}): Promise<BatchItemResult[]> {
       if (messages.length > MAX_BATCH) {
         throw new MailProviderError(`A batch holds at most ${MAX_BATCH} messages, got ${messages.length}`, false)
       }
       const key = options.idempotencyKey
-      // Render every message before writing any, so an invalid one refuses the whole batch as Resend does.
-      const prepared = messages.map((m, i) => prepare(m, key !== undefined ? `${key}/${i}` : undefined))
-      const results: SendResult[] = []
-      for (const p of prepared) results.push(await deliver(p))
+      // Render every message before writing any: strict mode refuses the whole batch for one invalid
+      // message, as Resend does; permissive mode reports it and sends the rest.
+      const prepared = messages.map((m, i) => {
+        try {
+          return prepare(m, key !== undefined ? `${key}/${i}` : undefined)
+        } catch (err) {
+          if (!options.permissive) throw err
+          return { error: (err as Error).message }
+        }
+      })
+      const results: BatchItemResult[] = []
+      for (const p of prepared) results.push('error' in p ? { error: p.error } : await deliver(p))
       return results
     },
 

@@ -1,7 +1,7 @@
 import { Resend } from 'resend'
 import type { CreateEmailOptions, ErrorResponse } from 'resend'
 import { MailProviderError } from './types'
-import type { MailMessage, MailTransport, SendOptions, SendResult } from './types'
+import type { MailMessage, MailTransport, SendOptions, SendResult, BatchItemResult, BatchSendOptions } from './types'
 
 export interface ResendTransportOptions {
   apiKey: string
@@ -40,20 +40,27 @@ export function createResendTransport(opts: ResendTransportOptions): MailTranspo
       return { providerId: result.data.id }
     },
 
-    async sendBatch(messages: MailMessage[], options: SendOptions = {}): Promise<SendResult[]> {
+    async sendBatch(messages: MailMessage[], options: BatchSendOptions = {}): Promise<BatchItemResult[]> {
       if (messages.length === 0) return []
       if (messages.length > MAX_BATCH) {
         throw new MailProviderError(`A Resend batch holds at most ${MAX_BATCH} messages, got ${messages.length}`, false)
       }
       const result = await withDeadline(timeoutMs, (signal) =>
-        resend.batch.send(messages.map(toPayload), { idempotencyKey: options.idempotencyKey, signal }),
+        resend.batch.send(messages.map(toPayload), {
+          idempotencyKey: options.idempotencyKey,
+          signal,
+          ...(options.permissive ? { batchValidation: 'permissive' as const } : {}),
+        }),
       )
       if (result.error) throw toProviderError(result.error, result.headers)
       const ids = result.data.data.map((d) => d.id)
-      if (ids.length !== messages.length) {
-        throw new MailProviderError(`Resend answered ${ids.length} ids for a batch of ${messages.length}`, false)
+      // Permissive answers list the accepted ids in input order with the refused indexes left out.
+      const refused = new Map(('errors' in result.data ? (result.data.errors as { index: number; message: string }[]) : []).map((e) => [e.index, e.message]))
+      if (ids.length + refused.size !== messages.length) {
+        throw new MailProviderError(`Resend answered ${ids.length} ids and ${refused.size} errors for a batch of ${messages.length}`, false)
       }
-      return ids.map((providerId) => ({ providerId }))
+      let next = 0
+      return messages.map((_m, index) => (refused.has(index) ? { error: refused.get(index)! } : { providerId: ids[next++]! }))
     },
 
     // Every Resend endpoint counts against the rate limit or quota, so readiness only checks configuration.

@@ -23,11 +23,22 @@ export interface SendResult {
   providerId: string
 }
 
+export interface BatchSendOptions extends SendOptions {
+  /**
+   * Send the valid messages and report the invalid ones per item (Resend's permissive batch
+   * validation), instead of refusing the whole batch for one bad address.
+   */
+  permissive?: boolean
+}
+
+/** One item of a batch, in input order: accepted with its provider id, or refused with a reason. */
+export type BatchItemResult = { providerId: string; error?: undefined } | { providerId?: undefined; error: string }
+
 export interface MailTransport {
   readonly kind: 'resend' | 'outbox'
   send(message: MailMessage, options?: SendOptions): Promise<SendResult>
-  /** Up to 100 messages; results are in input order. */
-  sendBatch(messages: MailMessage[], options?: SendOptions): Promise<SendResult[]>
+  /** Up to 100 messages; results are in input order. Without `permissive`, every item has a providerId. */
+  sendBatch(messages: MailMessage[], options?: BatchSendOptions): Promise<BatchItemResult[]>
   check(): Promise<void>
   close(): Promise<void>
 }
