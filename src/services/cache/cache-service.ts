@@ -1,457 +1,356 @@
-import type { Redis } from 'ioredis'
-import { ServiceUnavailableError, ValidationError } from '../../lib/errors'
+import { ValidationError } from '../../lib/errors'
+import { CacheCore, type EntryOrigin, type LoadSpec, type WriteSpec } from './cache-core'
+import { toGraceMs, toTtlMs, validateKey, validateNamespace, validatePattern, validateTags, type InvalidateOptions } from './cache-input'
+import { latencyStats, rate, type CacheStats, type NamespaceCounters, type WarmProgress } from './cache-stats'
+import { WarmingRegistry, type CacheWarmer, type WarmEntry, type WarmResult } from './cache-warmer'
+import { escapeGlob } from './glob'
+import type { RedisClient, RedisMemory } from './redis-level'
 import { typedJsonSerializer, type Serializer } from './serializer'
 
+export type { CacheStats } from './cache-stats'
+export type { InvalidateOptions } from './cache-input'
+export type { CacheWarmer, WarmEntry, WarmResult } from './cache-warmer'
+
 export interface CacheServiceOptions {
-  /** Without a client, entries live in this process only. */
-  redis?: Redis | null
+  /** Without a client there is no L2: entries live in this process only. */
+  redis?: RedisClient | null
   /** Namespaces every key, e.g. 'groundwork:'. */
   keyPrefix: string
   defaultTtlSeconds?: number
-  /** A Redis call slower than this counts as a miss or a skipped write. */
+  /** Soft timeout: no caller waits longer for Redis; past it a read is a miss and a write is skipped. */
   timeoutMs?: number
+  /** A Redis call unanswered after this counts against the circuit breaker. */
+  hardTimeoutMs?: number
   serializer?: Serializer
-  memory?: { maxItems?: number }
+  /** L1 bounds (the name is the seed's: L1 was its memory backend). */
+  memory?: { maxItems?: number; maxBytes?: number }
+  /** A value whose serialised (or, without Redis, estimated) size exceeds this is refused. */
+  maxEntryBytes?: number
+  /** How long a copy may stay in this process when Redis is the source of truth: bounds a lost bus message. */
+  l1MaxTtlSeconds?: number
+  /** Spread of TTLs, 0.1 for ±10%, so keys written together do not expire together. */
+  jitter?: number
+  /** Default stale-while-revalidate grace for getMultiLevel/getOrSet. */
+  graceSeconds?: number
+  /** Bounds for the optional distributed lock (getMultiLevel's `lock: true`). */
+  lock?: { ttlMs?: number; waitMs?: number }
+  loaderTimeoutMs?: number
+  refreshBackoff?: { minMs?: number; maxMs?: number }
+  breaker?: { threshold?: number; cooldownMs?: number }
+  /** Cross-instance L1 invalidation over Redis pub/sub; opens one subscriber connection. */
+  bus?: boolean
+  /** How long a tag version read from Redis is trusted in process (the bus drops it early). */
+  tagVersionTtlMs?: number
+  /** Off only to measure what counting costs. */
+  stats?: boolean
+  warm?: { batchSize?: number; concurrency?: number; popularLimit?: number }
 }
 
-export interface InvalidateOptions {
-  /** Required for a pattern with no literal character, which clears the whole cache. */
-  confirm?: boolean
+export interface SetOptions {
+  ttlSeconds?: number
+  /** Past the TTL, getMultiLevel serves the value for this long while one refresh runs. */
+  graceSeconds?: number
+  tags?: string[]
 }
 
-export interface CacheStats {
-  backend: 'redis' | 'memory'
-  hits: number
-  misses: number
-  errors: number
-  sets: number
-  deletes: number
-  /** getOrSet callers served by a loader another caller had already started. */
-  dedupes: number
-  hitRate: number
-  /** Entries held, expired ones not yet swept included (memory backend only). */
-  items?: number
+export interface GetMultiLevelOptions extends SetOptions {
+  /** Once per cluster instead of once per process: a Redis lock (SET NX PX) around the loader. */
+  lock?: boolean
+  loaderTimeoutMs?: number
 }
+
+export interface SetManyEntry extends SetOptions {
+  key: string
+  value: unknown
+}
+
+export interface PopularKey {
+  key: string
+  /** Count-min estimate, 0-15, halved periodically. */
+  frequency: number
+}
+
+export interface CacheMemory {
+  l1Items: number
+  l1Bytes: number
+  l1MaxItems: number
+  l1MaxBytes: number
+  redis: RedisMemory | null
+}
+
+const MiB = 1024 * 1024
+const ROOT = '(root)'
+// Warming writes thousands of entries per pipeline: the request-path soft timeout would drop them.
+const BULK_TIMEOUT_MS = 5_000
 
 /**
- * Holds serialized entries under full keys. Implementations throw on failure;
- * CacheService decides what a failure means. A process-local L1 can later wrap
- * another store behind this same interface.
+ * The cache: L1 in process (W-TinyLFU), L2 in Redis, L3 the caller's loader.
+ * `undefined` is a miss; every other value, 0, '', false and null included, is a hit.
+ * Values read from L1 are the stored objects themselves: treat them as immutable.
  */
-export interface CacheStore {
-  readonly backend: 'redis' | 'memory'
-  get(key: string): Promise<string | undefined>
-  set(key: string, raw: string, ttlMs: number): Promise<void>
-  has(key: string): Promise<boolean>
-  delete(keys: readonly string[]): Promise<number>
-  /** `glob` is already prefixed and escaped: it matches full keys, Redis glob syntax. */
-  deleteMatching(glob: string): Promise<number>
-  size(): number | undefined
-}
-
-const DEFAULT_TTL_SECONDS = 3600
-const DEFAULT_TIMEOUT_MS = 100
-const DEFAULT_MAX_ITEMS = 100_000
-const MAX_KEY_LENGTH = 1024
-const MAX_PATTERN_LENGTH = 512
-const SCAN_COUNT = 1000
-const UNLINK_CHUNK = 500
-// A SCAN or UNLINK batch is an admin path, not a request path: a tight request timeout would abort it half-way.
-const MIN_BULK_STEP_TIMEOUT_MS = 1000
-const CONTROL_CHARS = /\p{Cc}/u
-const WILDCARD_ONLY = /^[*?]+$/
-
 export class CacheService {
-  private readonly store: CacheStore
-  private readonly prefix: string
-  private readonly defaultTtlMs: number
-  private readonly serializer: Serializer
-  private readonly inflight = new Map<string, Promise<unknown>>()
-  private readonly counters = { hits: 0, misses: 0, errors: 0, sets: 0, deletes: 0, dedupes: 0 }
+  private readonly core: CacheCore
+  private readonly warming: WarmingRegistry
+  /** '' at the root, 'users:' for namespace('users'). */
+  private readonly ns: string
+  private readonly nsCounters: NamespaceCounters
+  private readonly defaultLoad: LoadSpec
 
-  constructor(options: CacheServiceOptions) {
-    this.prefix = `${options.keyPrefix}cache:`
-    this.defaultTtlMs = toTtlMs(options.defaultTtlSeconds ?? DEFAULT_TTL_SECONDS)
-    this.serializer = options.serializer ?? typedJsonSerializer
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
-    this.store = options.redis
-      ? new RedisStore(options.redis, timeoutMs)
-      : new MemoryStore(options.memory?.maxItems ?? DEFAULT_MAX_ITEMS)
-  }
-
-  /** `undefined` is a miss; every other value, including 0, '', false and null, is a hit. */
-  async get<T>(key: string): Promise<T | undefined> {
-    const fullKey = this.fullKey(key)
-    let raw: string | undefined
-    try {
-      raw = await this.store.get(fullKey)
-    } catch {
-      this.counters.errors++
-      this.counters.misses++
-      return undefined
-    }
-    if (raw === undefined) {
-      this.counters.misses++
-      return undefined
-    }
-    try {
-      const value = this.serializer.deserialize(raw) as T
-      this.counters.hits++
-      return value
-    } catch {
-      // An entry written by an incompatible serializer is as good as absent.
-      this.counters.errors++
-      this.counters.misses++
-      return undefined
-    }
-  }
-
-  /** Storing `undefined` removes the key, since a later get could only report it as a miss. */
-  async set(key: string, value: unknown, ttlSeconds?: number): Promise<void> {
-    const fullKey = this.fullKey(key)
-    const ttlMs = ttlSeconds === undefined ? this.defaultTtlMs : toTtlMs(ttlSeconds)
-    if (value === undefined) {
-      await this.deleteFullKeys([fullKey])
+  constructor(options: CacheServiceOptions, view?: { parent: CacheService; name: string }) {
+    if (view) {
+      this.core = view.parent.core
+      this.warming = view.parent.warming
+      this.ns = `${view.parent.ns}${view.name}:`
+      this.nsCounters = this.core.namespaceCounters(this.ns.slice(0, -1))
+      this.defaultLoad = view.parent.defaultLoad
       return
     }
-    // Serializer errors (a circular value) are the caller's bug, so they propagate.
-    const raw = this.serializer.serialize(value)
-    try {
-      await this.store.set(fullKey, raw, ttlMs)
-      this.counters.sets++
-    } catch {
-      this.counters.errors++
-    }
+    this.core = new CacheCore(resolveOptions(options))
+    this.ns = ''
+    this.nsCounters = this.core.namespaceCounters(ROOT)
+    const o = this.core.options
+    this.defaultLoad = { ttlMs: o.defaultTtlMs, graceMs: o.defaultGraceMs, tags: undefined, lock: false, loaderTimeoutMs: o.loaderTimeoutMs }
+    this.warming = new WarmingRegistry(
+      {
+        list: (limit) =>
+          this.core.popularKeys(limit).flatMap(({ key, origin }) => (origin ? [{ key, rewarm: () => this.rewarm(key, origin) }] : [])),
+      },
+      { batchSize: options.warm?.batchSize ?? 500, concurrency: options.warm?.concurrency ?? 4, popularLimit: options.warm?.popularLimit ?? 100 },
+    )
   }
 
-  /** Resolves to the number of keys removed; 0 when the backend is unreachable. */
-  async del(keys: string | readonly string[]): Promise<number> {
-    const list = typeof keys === 'string' ? [keys] : keys
-    const fullKeys = list.map((k) => this.fullKey(k))
-    if (fullKeys.length === 0) return 0
-    return this.deleteFullKeys(fullKeys)
+  /** A view whose keys are prefixed with `name:`; it shares L1, L2, the bus and the counters. */
+  namespace(name: string): CacheService {
+    validateNamespace(name)
+    return new CacheService({ keyPrefix: '' }, { parent: this, name })
+  }
+
+  /** Fresh values only; `undefined` is a miss. */
+  async get<T>(key: string): Promise<T | undefined> {
+    const core = this.core
+    const now = Date.now()
+    const node = core.l1.get(this.ns + key, now)
+    // A key found in L1 was validated on its way in, so the hit path skips validation.
+    if (node !== undefined && node.tags === undefined && now < node.freshUntil) {
+      if (core.recordStats) core.countL1Hit(this.nsCounters)
+      return node.value as T
+    }
+    validateKey(key)
+    return (await core.getAfterL1(this.ns + key, node, this.nsCounters)) as T | undefined
+  }
+
+  /** Like get, without counting, filling L1, or touching recency and frequency. */
+  async peek<T>(key: string): Promise<T | undefined> {
+    validateKey(key)
+    return (await this.core.peek(this.ns + key)) as T | undefined
   }
 
   async has(key: string): Promise<boolean> {
-    const fullKey = this.fullKey(key)
-    try {
-      return await this.store.has(fullKey)
-    } catch {
-      this.counters.errors++
-      return false
-    }
+    validateKey(key)
+    return this.core.has(this.ns + key)
+  }
+
+  /** Misses come from L2 in one MGET. */
+  async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    for (const key of keys) validateKey(key)
+    return (await this.core.getMany(keys.map((k) => this.ns + k), this.nsCounters)) as (T | undefined)[]
   }
 
   /**
-   * Deletes every key matching a Redis-style glob (`*`, `?`, `[a-z]`, `\` escapes)
-   * and resolves to how many went. Unlike the other methods it throws when Redis
-   * is unreachable, because the caller relies on the stale entries being gone.
+   * Storing `undefined` removes the key. A value over the maximum entry size is
+   * refused with a ValidationError; serializer errors (a circular value) propagate.
+   */
+  async set(key: string, value: unknown, ttlOrOptions?: number | SetOptions): Promise<void> {
+    validateKey(key)
+    const spec = this.writeSpec(typeof ttlOrOptions === 'number' ? { ttlSeconds: ttlOrOptions } : (ttlOrOptions ?? {}))
+    if (value === undefined) {
+      await this.core.del([this.ns + key])
+      return
+    }
+    await this.core.set(this.ns + key, value, spec, this.nsCounters)
+  }
+
+  /** One L2 pipeline; resolves to how many were stored (oversized values are skipped). */
+  async setMany(entries: readonly SetManyEntry[]): Promise<number> {
+    return this.setManyWithin(entries)
+  }
+
+  /** Resolves to the number of keys removed (from Redis, or from L1 without it); 0 when Redis is unreachable. */
+  async del(keys: string | readonly string[]): Promise<number> {
+    const list = typeof keys === 'string' ? [keys] : keys
+    for (const key of list) validateKey(key)
+    if (list.length === 0) return 0
+    return this.core.del(list.map((k) => this.ns + k))
+  }
+
+  /**
+   * Deletes every key matching a Redis glob (`*`, `?`, `[a-z]`, `\` escapes) in this
+   * namespace, here and in every instance's L1. SCAN COUNT 1000 + pipelined UNLINK:
+   * the cost grows with the whole keyspace, not the matches. Throws when Redis is
+   * unreachable, because the caller relies on the stale entries being gone.
    */
   async invalidatePattern(pattern: string, options: InvalidateOptions = {}): Promise<number> {
     validatePattern(pattern, options)
-    try {
-      const deleted = await this.store.deleteMatching(escapeGlob(this.prefix) + pattern)
-      this.counters.deletes += deleted
-      return deleted
-    } catch (err) {
-      this.counters.errors++
-      throw new ServiceUnavailableError('The cache could not be invalidated', { cause: err })
-    }
+    return this.core.invalidatePattern(escapeGlob(this.ns) + pattern)
+  }
+
+  /** O(1) per tag: bumps its version, so every entry written under the old one is dead everywhere. */
+  async invalidateTags(tags: readonly string[]): Promise<number> {
+    validateTags(tags)
+    if (tags.length === 0) throw ValidationError.field('tags', 'Give at least one tag')
+    await this.core.invalidateTags(tags)
+    return tags.length
+  }
+
+  /** Single flight per process: concurrent callers share one loader call. */
+  async getOrSet<T>(key: string, loader: () => Promise<T>, ttlOrOptions?: number | GetMultiLevelOptions): Promise<T> {
+    return this.getMultiLevel(key, loader, typeof ttlOrOptions === 'number' ? { ttlSeconds: ttlOrOptions } : ttlOrOptions)
   }
 
   /**
-   * Concurrent callers for one key share a single loader call. A loader error
-   * reaches every waiter and is not cached; an `undefined` result is not cached.
+   * L1, then L2, then the loader, filling the levels above on the way back. A loader
+   * error reaches every waiter and is not cached; an `undefined` result is not cached;
+   * a value over the maximum entry size is returned but not cached.
    */
-  async getOrSet<T>(key: string, loader: () => Promise<T>, ttlSeconds?: number): Promise<T> {
-    const fullKey = this.fullKey(key)
-    if (ttlSeconds !== undefined) toTtlMs(ttlSeconds)
-    const pending = this.inflight.get(fullKey)
-    if (pending) {
-      this.counters.dedupes++
-      return pending as Promise<T>
-    }
-    const load = this.loadThrough(key, loader, ttlSeconds)
-    this.inflight.set(fullKey, load)
-    try {
-      return await load
-    } finally {
-      if (this.inflight.get(fullKey) === load) this.inflight.delete(fullKey)
-    }
+  async getMultiLevel<T>(key: string, loader: () => Promise<T>, options?: GetMultiLevelOptions): Promise<T> {
+    const spec = options === undefined ? this.defaultLoad : this.loadSpec(options)
+    validateKey(key)
+    return (await this.core.getMultiLevel(this.ns + key, loader, spec, this.nsCounters)) as T
+  }
+
+  registerWarmer(warmer: CacheWarmer): void {
+    this.warming.register(warmer, { setMany: (entries) => this.setManyWithin(entries, BULK_TIMEOUT_MS) })
+  }
+
+  /** Runs the matching warmers (all without patterns), then recomputes popular keys; one run at a time. */
+  warmCache(patterns?: readonly string[], options?: { popular?: boolean }): Promise<WarmResult> {
+    return this.warming.warm(patterns, options)
+  }
+
+  warmProgress(): WarmProgress {
+    return this.warming.progress()
+  }
+
+  warmerNames(): string[] {
+    return this.warming.names()
+  }
+
+  /** Top-k resident keys by the admission sketch's estimate, not a count of every key. */
+  popularKeys(limit = 10): PopularKey[] {
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw ValidationError.field('limit', 'limit must be between 1 and 1000')
+    return this.core.popularKeys(limit).map(({ key, frequency }) => ({ key, frequency }))
+  }
+
+  async memory(sampleSize = 200): Promise<CacheMemory> {
+    const { l1, l2, redisPrefix, options } = this.core
+    const redis = l2 ? await l2.memory(`${escapeGlob(redisPrefix)}*`, sampleSize).catch(() => null) : null
+    return { l1Items: l1.size, l1Bytes: l1.bytes, l1MaxItems: options.l1MaxItems, l1MaxBytes: options.l1MaxBytes, redis }
   }
 
   stats(): CacheStats {
-    const { hits, misses } = this.counters
-    const stats: CacheStats = {
-      backend: this.store.backend,
-      ...this.counters,
-      hitRate: hits + misses === 0 ? 0 : hits / (hits + misses),
-    }
-    const items = this.store.size()
-    if (items !== undefined) stats.items = items
-    return stats
-  }
-
-  private async loadThrough<T>(key: string, loader: () => Promise<T>, ttlSeconds?: number): Promise<T> {
-    const cached = await this.get<T>(key)
-    if (cached !== undefined) return cached
-    const value = await loader()
-    if (value !== undefined) await this.set(key, value, ttlSeconds)
-    return value
-  }
-
-  private async deleteFullKeys(fullKeys: readonly string[]): Promise<number> {
-    try {
-      const deleted = await this.store.delete(fullKeys)
-      this.counters.deletes += deleted
-      return deleted
-    } catch {
-      this.counters.errors++
-      return 0
-    }
-  }
-
-  private fullKey(key: string): string {
-    if (typeof key !== 'string' || key.length === 0) throw ValidationError.field('key', 'Cache key must not be empty')
-    if (key.length > MAX_KEY_LENGTH) {
-      throw ValidationError.field('key', `Cache key must be at most ${MAX_KEY_LENGTH} characters`)
-    }
-    if (CONTROL_CHARS.test(key)) throw ValidationError.field('key', 'Cache key must not contain control characters')
-    return this.prefix + key
-  }
-}
-
-function toTtlMs(ttlSeconds: number): number {
-  if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
-    throw ValidationError.field('ttlSeconds', 'TTL must be a positive number of seconds')
-  }
-  return Math.max(1, Math.round(ttlSeconds * 1000))
-}
-
-function validatePattern(pattern: string, options: InvalidateOptions): void {
-  if (typeof pattern !== 'string' || pattern.length === 0) {
-    throw ValidationError.field('pattern', 'Pattern must not be empty')
-  }
-  if (pattern.length > MAX_PATTERN_LENGTH) {
-    throw ValidationError.field('pattern', `Pattern must be at most ${MAX_PATTERN_LENGTH} characters`)
-  }
-  if (CONTROL_CHARS.test(pattern)) {
-    throw ValidationError.field('pattern', 'Pattern must not contain control characters')
-  }
-  if (WILDCARD_ONLY.test(pattern) && options.confirm !== true) {
-    throw ValidationError.field('pattern', 'A wildcard-only pattern clears the whole cache; pass { confirm: true }')
-  }
-}
-
-function escapeGlob(literal: string): string {
-  return literal.replace(/[*?[\]\\]/g, '\\$&')
-}
-
-/** Translates Redis glob syntax (as in its stringmatchlen) so both backends match the same keys. */
-export function globToRegExp(glob: string): RegExp {
-  let out = ''
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i] as string
-    if (c === '*') out += '[\\s\\S]*'
-    else if (c === '?') out += '[\\s\\S]'
-    else if (c === '\\' && i + 1 < glob.length) out += escapeRegExp(glob[++i] as string)
-    else if (c === '[') {
-      const close = findClassEnd(glob, i + 1)
-      if (close === -1) {
-        out += escapeRegExp(c)
-        continue
-      }
-      let body = glob.slice(i + 1, close)
-      const negate = body.startsWith('^')
-      if (negate) body = body.slice(1)
-      out += `[${negate ? '^' : ''}${classBody(body)}]`
-      i = close
-    } else out += escapeRegExp(c)
-  }
-  return new RegExp(`^${out}$`)
-}
-
-function findClassEnd(glob: string, from: number): number {
-  for (let i = from; i < glob.length; i++) {
-    if (glob[i] === '\\') i++
-    else if (glob[i] === ']') return i
-  }
-  return -1
-}
-
-function classBody(body: string): string {
-  let out = ''
-  let i = 0
-  const next = (): string => {
-    const c = body[i++] as string
-    return c === '\\' && i < body.length ? (body[i++] as string) : c
-  }
-  while (i < body.length) {
-    const from = next()
-    if (body[i] === '-' && i + 1 < body.length) {
-      i++
-      const to = next()
-      // Redis accepts a reversed range such as [z-a]; a RegExp would throw.
-      const [lo, hi] = from <= to ? [from, to] : [to, from]
-      out += `${escapeRegExp(lo)}-${escapeRegExp(hi)}`
-    } else {
-      out += escapeRegExp(from)
-    }
-  }
-  return out
-}
-
-function escapeRegExp(c: string): string {
-  return /[\\^$.*+?()[\]{}|/-]/.test(c) ? `\\${c}` : c
-}
-
-interface MemoryEntry {
-  raw: string
-  expiresAt: number
-}
-
-/** LRU by Map insertion order: a read re-inserts the entry at the young end. */
-class MemoryStore implements CacheStore {
-  readonly backend = 'memory' as const
-  private readonly entries = new Map<string, MemoryEntry>()
-
-  constructor(private readonly maxItems: number) {
-    if (!Number.isInteger(maxItems) || maxItems < 1) {
-      throw ValidationError.field('memory.maxItems', 'maxItems must be a positive integer')
+    const { core } = this
+    const { l1, l2, bus, counters } = core
+    return {
+      backend: l2 ? 'redis' : 'memory',
+      ...counters,
+      hitRate: rate(counters),
+      items: l1.size,
+      l1Bytes: l1.bytes,
+      l1MaxItems: core.options.l1MaxItems,
+      l1MaxBytes: core.options.l1MaxBytes,
+      evictions: l1.evictions,
+      expirations: l1.expirations,
+      l2Timeouts: l2?.softTimeouts ?? 0,
+      breaker: l2?.breaker.state ?? null,
+      breakerOpened: l2?.breaker.opened ?? 0,
+      busConnected: bus ? bus.connected : null,
+      busReceived: bus?.received ?? 0,
+      busPublished: bus?.published ?? 0,
+      busResubscribes: bus?.resubscribes ?? 0,
+      levels: [
+        { level: 'l1', ...core.l1Counters, hitRate: rate(core.l1Counters) },
+        { level: 'l2', ...core.l2Counters, hitRate: rate(core.l2Counters) },
+      ],
+      namespaces: [...core.namespaces].map(([namespace, c]) => ({ namespace, ...c, hitRate: rate(c) })),
+      loaderLatency: latencyStats(core.loaderLatency),
+      warming: this.warming.progress(),
     }
   }
 
-  async get(key: string): Promise<string | undefined> {
-    const entry = this.live(key)
-    if (!entry) return undefined
-    this.entries.delete(key)
-    this.entries.set(key, entry)
-    return entry.raw
+  /** Closes the bus subscriber; the Redis client belongs to the caller. */
+  async close(): Promise<void> {
+    await this.core.close()
   }
 
-  async set(key: string, raw: string, ttlMs: number): Promise<void> {
-    this.entries.delete(key)
-    this.entries.set(key, { raw, expiresAt: Date.now() + ttlMs })
-    while (this.entries.size > this.maxItems) {
-      const oldest = this.entries.keys().next()
-      if (oldest.done) break
-      this.entries.delete(oldest.value)
-    }
-  }
-
-  async has(key: string): Promise<boolean> {
-    return this.live(key) !== undefined
-  }
-
-  async delete(keys: readonly string[]): Promise<number> {
-    let deleted = 0
-    for (const key of keys) {
-      if (this.live(key) && this.entries.delete(key)) deleted++
-    }
-    return deleted
-  }
-
-  async deleteMatching(glob: string): Promise<number> {
-    const re = globToRegExp(glob)
-    const now = Date.now()
-    let deleted = 0
-    for (const [key, entry] of this.entries) {
-      if (!re.test(key)) continue
-      this.entries.delete(key)
-      if (entry.expiresAt > now) deleted++
-    }
-    return deleted
-  }
-
-  size(): number {
-    return this.entries.size
-  }
-
-  private live(key: string): MemoryEntry | undefined {
-    const entry = this.entries.get(key)
-    if (!entry) return undefined
-    if (entry.expiresAt <= Date.now()) {
-      this.entries.delete(key)
-      return undefined
-    }
-    return entry
-  }
-}
-
-class CacheTimeoutError extends Error {
-  constructor(timeoutMs: number) {
-    super(`Redis did not answer within ${timeoutMs} ms`)
-  }
-}
-
-class RedisStore implements CacheStore {
-  readonly backend = 'redis' as const
-
-  constructor(
-    private readonly redis: Redis,
-    private readonly timeoutMs: number,
-  ) {}
-
-  async get(key: string): Promise<string | undefined> {
-    const raw = await this.timed(this.redis.get(key))
-    return raw ?? undefined
-  }
-
-  async set(key: string, raw: string, ttlMs: number): Promise<void> {
-    await this.timed(this.redis.set(key, raw, 'PX', ttlMs))
-  }
-
-  async has(key: string): Promise<boolean> {
-    return (await this.timed(this.redis.exists(key))) > 0
-  }
-
-  async delete(keys: readonly string[]): Promise<number> {
-    return this.timed(this.redis.unlink(...keys))
-  }
-
-  async deleteMatching(glob: string): Promise<number> {
-    const stepTimeoutMs = Math.max(this.timeoutMs, MIN_BULK_STEP_TIMEOUT_MS)
-    let cursor = '0'
-    let deleted = 0
-    do {
-      const [next, keys] = await this.timed(this.redis.scan(cursor, 'MATCH', glob, 'COUNT', SCAN_COUNT), stepTimeoutMs)
-      cursor = next
-      if (keys.length > 0) deleted += await this.unlinkAll(keys, stepTimeoutMs)
-    } while (cursor !== '0')
-    return deleted
-  }
-
-  size(): undefined {
-    return undefined
-  }
-
-  private async unlinkAll(keys: string[], stepTimeoutMs: number): Promise<number> {
-    const pipeline = this.redis.pipeline()
-    for (let i = 0; i < keys.length; i += UNLINK_CHUNK) pipeline.unlink(...keys.slice(i, i + UNLINK_CHUNK))
-    const results = await this.timed(pipeline.exec(), stepTimeoutMs)
-    if (!results) throw new Error('UNLINK pipeline was discarded')
-    let deleted = 0
-    for (const [err, count] of results) {
-      if (err) throw err
-      deleted += Number(count)
-    }
-    return deleted
-  }
-
-  /** The client's own commandTimeout may be longer or absent; this bound is the cache's contract. */
-  private timed<T>(promise: Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new CacheTimeoutError(timeoutMs)), timeoutMs)
-      promise.then(
-        (value) => {
-          clearTimeout(timer)
-          resolve(value)
-        },
-        (err: unknown) => {
-          clearTimeout(timer)
-          reject(err)
-        },
-      )
+  private async setManyWithin(entries: readonly SetManyEntry[] | readonly WarmEntry[], timeoutMs?: number): Promise<number> {
+    const prepared = entries.map((e) => {
+      validateKey(e.key)
+      return { lk: this.ns + e.key, value: e.value, spec: this.writeSpec(e) }
     })
+    const { stored } = await this.core.setMany(prepared.filter((e) => e.value !== undefined), this.nsCounters, timeoutMs)
+    return stored
+  }
+
+  private rewarm(lk: string, origin: EntryOrigin): Promise<void> {
+    return this.core.reload(lk, origin)
+  }
+
+  private writeSpec(options: SetOptions): WriteSpec {
+    if (options.tags !== undefined) validateTags(options.tags)
+    return {
+      ttlMs: options.ttlSeconds === undefined ? this.defaultLoad.ttlMs : toTtlMs(options.ttlSeconds),
+      graceMs: options.graceSeconds === undefined ? 0 : toGraceMs(options.graceSeconds),
+      tags: options.tags,
+    }
+  }
+
+  private loadSpec(options: GetMultiLevelOptions): LoadSpec {
+    const write = this.writeSpec(options)
+    const loaderTimeoutMs = options.loaderTimeoutMs ?? this.defaultLoad.loaderTimeoutMs
+    if (!Number.isFinite(loaderTimeoutMs) || loaderTimeoutMs <= 0) throw ValidationError.field('loaderTimeoutMs', 'loaderTimeoutMs must be positive')
+    return {
+      ...write,
+      graceMs: options.graceSeconds === undefined ? this.defaultLoad.graceMs : write.graceMs,
+      lock: options.lock ?? false,
+      loaderTimeoutMs,
+    }
+  }
+}
+
+function resolveOptions(o: CacheServiceOptions): ConstructorParameters<typeof CacheCore>[0] {
+  const maxItems = o.memory?.maxItems ?? 100_000
+  if (!Number.isInteger(maxItems) || maxItems < 1) throw ValidationError.field('memory.maxItems', 'maxItems must be a positive integer')
+  const maxBytes = o.memory?.maxBytes ?? 64 * MiB
+  const maxEntryBytes = o.maxEntryBytes ?? Math.min(MiB, maxBytes)
+  if (!(maxBytes > 0) || !(maxEntryBytes > 0) || maxEntryBytes > maxBytes) {
+    throw ValidationError.field('maxEntryBytes', 'maxEntryBytes must be positive and at most memory.maxBytes')
+  }
+  const jitter = o.jitter ?? 0.1
+  if (!(jitter >= 0 && jitter <= 0.5)) throw ValidationError.field('jitter', 'jitter must be between 0 and 0.5')
+  const hasRedis = Boolean(o.redis)
+  return {
+    redis: o.redis ?? null,
+    keyPrefix: o.keyPrefix,
+    serializer: o.serializer ?? typedJsonSerializer,
+    defaultTtlMs: toTtlMs(o.defaultTtlSeconds ?? 3600, 'defaultTtlSeconds'),
+    defaultGraceMs: toGraceMs(o.graceSeconds),
+    jitter,
+    softTimeoutMs: o.timeoutMs ?? 75,
+    hardTimeoutMs: o.hardTimeoutMs ?? 1_000,
+    l1MaxItems: maxItems,
+    l1MaxBytes: maxBytes,
+    // Without Redis, L1 is the only copy: nothing to re-read it from.
+    l1MaxTtlMs: hasRedis ? toTtlMs(o.l1MaxTtlSeconds ?? 300, 'l1MaxTtlSeconds') : Number.POSITIVE_INFINITY,
+    maxEntryBytes,
+    loaderTimeoutMs: o.loaderTimeoutMs ?? 10_000,
+    lockTtlMs: o.lock?.ttlMs ?? 10_000,
+    lockWaitMs: o.lock?.waitMs ?? 1_000,
+    refreshBackoffMinMs: o.refreshBackoff?.minMs ?? 1_000,
+    refreshBackoffMaxMs: o.refreshBackoff?.maxMs ?? 30_000,
+    breakerThreshold: o.breaker?.threshold ?? 5,
+    breakerCooldownMs: o.breaker?.cooldownMs ?? 2_000,
+    tagVersionTtlMs: o.tagVersionTtlMs ?? 1_000,
+    bus: o.bus ?? false,
+    recordStats: o.stats ?? true,
   }
 }

@@ -1,0 +1,597 @@
+import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ServiceUnavailableError, ValidationError } from '../../lib/errors'
+import { newCounters, newReadCounters, type CacheCounters, type NamespaceCounters, type ReadCounters } from './cache-stats'
+import { decodeEntry, encodeEntry, type DecodedEntry } from './entry-codec'
+import { escapeGlob, globToRegExp } from './glob'
+import { InvalidationBus, type BusMessage } from './invalidation-bus'
+import { LatencyHistogram } from './latency-histogram'
+import { RedisLevel, type RedisClient } from './redis-level'
+import type { Serializer } from './serializer'
+import { estimateBytes } from './size-estimate'
+import { TagVersions } from './tag-versions'
+import { TinyLfuCache, type L1Node, type TagStamp } from './tiny-lfu-cache'
+
+export interface CoreOptions {
+  redis: RedisClient | null
+  keyPrefix: string
+  serializer: Serializer
+  defaultTtlMs: number
+  defaultGraceMs: number
+  jitter: number
+  softTimeoutMs: number
+  hardTimeoutMs: number
+  l1MaxItems: number
+  l1MaxBytes: number
+  l1MaxTtlMs: number
+  maxEntryBytes: number
+  loaderTimeoutMs: number
+  lockTtlMs: number
+  lockWaitMs: number
+  refreshBackoffMinMs: number
+  refreshBackoffMaxMs: number
+  breakerThreshold: number
+  breakerCooldownMs: number
+  tagVersionTtlMs: number
+  bus: boolean
+  recordStats: boolean
+}
+
+/** Resolved per call: ms, validated by the facade. */
+export interface WriteSpec {
+  ttlMs: number
+  graceMs: number
+  tags: readonly string[] | undefined
+}
+
+export interface LoadSpec extends WriteSpec {
+  lock: boolean
+  loaderTimeoutMs: number
+}
+
+/** How a popular entry is recomputed when re-warming. */
+export interface EntryOrigin {
+  loader: () => Promise<unknown>
+  spec: LoadSpec
+}
+
+export class EntryTooLargeError extends ValidationError {
+  constructor(bytes: number, max: number) {
+    super(`The value is ${bytes} bytes, over the cache's maximum entry size of ${max}`, [
+      { path: ['value'], message: `At most ${max} bytes` },
+    ])
+  }
+}
+
+const LOCK_POLL_MS = 20
+const MAX_BACKOFF_KEYS = 10_000
+
+/**
+ * The shared engine behind every namespace view: L1 (W-TinyLFU, in process), L2
+ * (Redis), the bus, tags, single-flight and the counters. Keys here are already
+ * validated and relative to `<keyPrefix>cache:`.
+ */
+export class CacheCore {
+  readonly l1: TinyLfuCache
+  readonly l2: RedisLevel | null
+  readonly bus: InvalidationBus | null
+  readonly tags: TagVersions
+  readonly counters: CacheCounters = newCounters()
+  readonly l1Counters: ReadCounters = newReadCounters()
+  readonly l2Counters: ReadCounters = newReadCounters()
+  readonly namespaces = new Map<string, NamespaceCounters>()
+  readonly loaderLatency = new LatencyHistogram()
+  readonly recordStats: boolean
+  readonly redisPrefix: string
+  private readonly inflight = new Map<string, Promise<unknown>>()
+  private readonly refreshing = new Set<string>()
+  private readonly backoff = new Map<string, { until: number; delayMs: number }>()
+
+  constructor(readonly options: CoreOptions) {
+    this.redisPrefix = `${options.keyPrefix}cache:`
+    this.recordStats = options.recordStats
+    this.l1 = new TinyLfuCache({ maxItems: options.l1MaxItems, maxBytes: options.l1MaxBytes, maxLocalTtlMs: options.l1MaxTtlMs })
+    this.l2 = options.redis
+      ? new RedisLevel({
+          redis: options.redis,
+          softTimeoutMs: options.softTimeoutMs,
+          hardTimeoutMs: options.hardTimeoutMs,
+          breakerThreshold: options.breakerThreshold,
+          breakerCooldownMs: options.breakerCooldownMs,
+        })
+      : null
+    this.tags = new TagVersions(this.l2, (tag) => `${options.keyPrefix}cache-tag:${tag}`, options.tagVersionTtlMs)
+    const l2 = this.l2
+    this.bus =
+      options.redis && options.bus && l2
+        ? new InvalidationBus({
+            redis: options.redis,
+            channel: `${options.keyPrefix}cache-bus`,
+            senderId: randomUUID(),
+            publish: (channel, message) => l2.publish(channel, message),
+            onMessage: (message) => this.applyRemote(message),
+            onResubscribed: () => this.flushLocal(),
+          })
+        : null
+  }
+
+  namespaceCounters(name: string): NamespaceCounters {
+    let c = this.namespaces.get(name)
+    if (!c) {
+      c = { ...newReadCounters(), sets: 0 }
+      this.namespaces.set(name, c)
+    }
+    return c
+  }
+
+  countL1Hit(ns: NamespaceCounters): void {
+    this.hit(this.l1Counters, ns, false)
+  }
+
+  /** The rest of a plain get once L1 had no fresh untagged copy: a stale entry is a miss, since get has no loader. */
+  async getAfterL1(lk: string, node: L1Node | undefined, ns: NamespaceCounters): Promise<unknown> {
+    if (node !== undefined && Date.now() < node.freshUntil && (await this.tagsValid(node))) {
+      if (this.recordStats) this.hit(this.l1Counters, ns, false)
+      return node.value
+    }
+    if (this.recordStats) this.l1Counters.misses++
+    const entry = await this.readL2(lk)
+    if (entry !== undefined && Date.now() < entry.freshUntil) {
+      if (this.recordStats) this.hit(this.l2Counters, ns, false)
+      return entry.value
+    }
+    this.miss(ns)
+    return undefined
+  }
+
+  /** Recomputes an entry through the loader that last filled it (re-warming popular keys). */
+  async reload(lk: string, origin: EntryOrigin): Promise<void> {
+    const ns = this.namespaceCounters('(warming)')
+    await this.loadAndStore(lk, origin.loader, origin.spec, ns)
+  }
+
+  /** Reads without counting, filling L1 or touching recency and frequency. */
+  async peek(lk: string): Promise<unknown> {
+    const node = this.l1.peek(lk, Date.now())
+    if (node !== undefined && Date.now() < node.freshUntil && (await this.tagsValid(node))) return node.value
+    if (!this.l2) return undefined
+    const decoded = await this.readL2Raw(lk)
+    if (decoded === undefined || Date.now() >= decoded.freshUntil) return undefined
+    try {
+      return this.options.serializer.deserialize(decoded.payload)
+    } catch {
+      return undefined
+    }
+  }
+
+  async has(lk: string): Promise<boolean> {
+    const node = this.l1.peek(lk, Date.now())
+    if (node !== undefined && Date.now() < node.freshUntil && (await this.tagsValid(node))) return true
+    const decoded = await this.readL2Raw(lk)
+    return decoded !== undefined && !(Date.now() >= decoded.freshUntil)
+  }
+
+  async getMany(lks: readonly string[], ns: NamespaceCounters): Promise<unknown[]> {
+    const now = Date.now()
+    const out: unknown[] = new Array(lks.length)
+    const missing: number[] = []
+    for (let i = 0; i < lks.length; i++) {
+      const node = this.l1.get(lks[i] as string, now)
+      if (node !== undefined && now < node.freshUntil && (await this.tagsValid(node))) {
+        out[i] = node.value
+        if (this.recordStats) this.hit(this.l1Counters, ns, false)
+      } else {
+        if (this.recordStats) this.l1Counters.misses++
+        missing.push(i)
+      }
+    }
+    if (missing.length === 0) return out
+    let raws: (string | null)[] = missing.map(() => null)
+    if (this.l2) {
+      try {
+        raws = await this.l2.mget(missing.map((i) => this.redisPrefix + (lks[i] as string)))
+      } catch {
+        this.counters.errors++
+      }
+    }
+    for (let j = 0; j < missing.length; j++) {
+      const i = missing[j] as number
+      const raw = raws[j]
+      const entry = raw == null ? undefined : await this.acceptL2(lks[i] as string, raw)
+      if (entry !== undefined && Date.now() < entry.freshUntil) {
+        out[i] = entry.value
+        if (this.recordStats) this.hit(this.l2Counters, ns, false)
+      } else {
+        this.miss(ns)
+      }
+    }
+    return out
+  }
+
+  async set(lk: string, value: unknown, spec: WriteSpec, ns: NamespaceCounters, origin?: EntryOrigin): Promise<void> {
+    const stamp = spec.tags && spec.tags.length > 0 ? await this.tags.stamp(spec.tags) : undefined
+    await this.store(lk, value, spec, stamp, ns, origin)
+  }
+
+  /** One pipeline for L2 and one bus message for the lot. */
+  async setMany(
+    entries: readonly { lk: string; value: unknown; spec: WriteSpec }[],
+    ns: NamespaceCounters,
+    timeoutMs?: number,
+  ): Promise<{ stored: number; rejected: number }> {
+    const now = Date.now()
+    const writes: { key: string; raw: string; ttlMs: number }[] = []
+    const allTags = [...new Set(entries.flatMap((e) => e.spec.tags ?? []))]
+    const stamps = allTags.length > 0 ? await this.tags.stamp(allTags) : undefined
+    const stored: string[] = []
+    let rejected = 0
+    for (const { lk, value, spec } of entries) {
+      const stamp = stamps && spec.tags && spec.tags.length > 0 ? pick(stamps, spec.tags) : undefined
+      let prepared: ReturnType<CacheCore['prepare']>
+      try {
+        prepared = this.prepare(value, spec, stamp, now)
+      } catch (err) {
+        if (!(err instanceof EntryTooLargeError)) throw err
+        rejected++
+        continue
+      }
+      stored.push(lk)
+      this.l1.set(lk, value, { bytes: prepared.bytes, freshUntil: prepared.freshUntil, staleUntil: prepared.staleUntil, tags: stamp }, now)
+      if (prepared.raw !== undefined) writes.push({ key: this.redisPrefix + lk, raw: prepared.raw, ttlMs: prepared.staleUntil - now })
+    }
+    if (this.l2 && writes.length > 0) {
+      try {
+        await this.l2.setMany(writes, timeoutMs)
+      } catch {
+        this.counters.errors++
+        return { stored: 0, rejected }
+      }
+      void this.bus?.publish({ keys: stored })
+    }
+    this.counters.sets += stored.length
+    ns.sets += stored.length
+    return { stored: stored.length, rejected }
+  }
+
+  async del(lks: readonly string[]): Promise<number> {
+    const now = Date.now()
+    let local = 0
+    for (const lk of lks) {
+      const node = this.l1.peek(lk, now)
+      if (node !== undefined && now < node.staleUntil) local++
+      this.l1.delete(lk)
+    }
+    if (!this.l2) {
+      this.counters.deletes += local
+      return local
+    }
+    let deleted = 0
+    try {
+      deleted = await this.l2.unlink(lks.map((lk) => this.redisPrefix + lk))
+      this.counters.deletes += deleted
+    } catch {
+      this.counters.errors++
+    }
+    await this.bus?.publish({ keys: [...lks] })
+    return deleted
+  }
+
+  /** `glob` is relative to the cache prefix and already validated. */
+  async invalidatePattern(glob: string): Promise<number> {
+    const re = globToRegExp(glob)
+    const local = this.l1.deleteWhere((key) => re.test(key), Date.now())
+    if (!this.l2) {
+      this.counters.deletes += local
+      return local
+    }
+    try {
+      const deleted = await this.l2.deleteMatching(escapeGlob(this.redisPrefix) + glob)
+      this.counters.deletes += deleted
+      return deleted
+    } catch (err) {
+      this.counters.errors++
+      throw new ServiceUnavailableError('The cache could not be invalidated', { cause: err })
+    } finally {
+      await this.bus?.publish({ pattern: glob })
+    }
+  }
+
+  async invalidateTags(tags: readonly string[]): Promise<void> {
+    try {
+      await this.tags.invalidate(tags)
+    } catch (err) {
+      this.counters.errors++
+      throw new ServiceUnavailableError('The cache tags could not be invalidated', { cause: err })
+    }
+    await this.bus?.publish({ tags: [...tags] })
+  }
+
+  /**
+   * L1, then L2, then the loader, filling the levels above on the way back. Past
+   * its fresh TTL an entry within grace is served while one background refresh runs.
+   */
+  async getMultiLevel(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+    const now = Date.now()
+    let node = this.l1.get(lk, now)
+    if (node !== undefined && node.tags !== undefined && !(await this.tagsValid(node))) {
+      this.l1.delete(lk)
+      node = undefined
+    }
+    if (node !== undefined) {
+      const stale = now >= node.freshUntil
+      if (this.recordStats) this.hit(this.l1Counters, ns, stale)
+      if (stale) this.refreshInBackground(lk, loader, spec, ns)
+      return node.value
+    }
+    if (this.recordStats) this.l1Counters.misses++
+    const pending = this.inflight.get(lk)
+    if (pending !== undefined) {
+      this.counters.dedupes++
+      return pending
+    }
+    const load = this.loadThrough(lk, loader, spec, ns)
+    this.inflight.set(lk, load)
+    try {
+      return await load
+    } finally {
+      if (this.inflight.get(lk) === load) this.inflight.delete(lk)
+    }
+  }
+
+  popularKeys(limit: number): { key: string; frequency: number; origin: EntryOrigin | undefined }[] {
+    return this.l1.topK(limit).map(({ key, frequency, node }) => ({ key, frequency, origin: node.origin as EntryOrigin | undefined }))
+  }
+
+  async close(): Promise<void> {
+    await this.bus?.close()
+    this.l2?.close()
+  }
+
+  private async loadThrough(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+    const entry = await this.readL2(lk, { loader, spec })
+    if (entry !== undefined) {
+      const stale = Date.now() >= entry.freshUntil
+      if (this.recordStats) this.hit(this.l2Counters, ns, stale)
+      if (stale) this.refreshInBackground(lk, loader, spec, ns)
+      return entry.value
+    }
+    this.miss(ns)
+    if (spec.lock && this.l2) return this.loadWithLock(lk, loader, spec, ns)
+    return this.loadAndStore(lk, loader, spec, ns)
+  }
+
+  private async loadAndStore(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+    let stamp: TagStamp | undefined
+    let cacheable = true
+    if (spec.tags && spec.tags.length > 0) {
+      try {
+        stamp = await this.tags.stamp(spec.tags)
+      } catch {
+        // Without the tag versions an entry could outlive an invalidation: serve the value, cache nothing.
+        this.counters.errors++
+        cacheable = false
+      }
+    }
+    const value = await this.runLoader(loader, spec.loaderTimeoutMs)
+    if (value === undefined || !cacheable) return value
+    try {
+      await this.store(lk, value, spec, stamp, ns, { loader, spec })
+    } catch (err) {
+      if (!(err instanceof EntryTooLargeError)) throw err
+    }
+    return value
+  }
+
+  /** Once per cluster: the lock holder loads; others wait a bounded time for its value, then load anyway. */
+  private async loadWithLock(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+    const l2 = this.l2!
+    const lockKey = `${this.options.keyPrefix}cache-lock:${lk}`
+    const token = randomUUID()
+    let held = false
+    try {
+      held = await l2.acquireLock(lockKey, token, this.options.lockTtlMs)
+    } catch {
+      // Redis is unavailable, so the lock is too: per-process single flight still holds.
+      return this.loadAndStore(lk, loader, spec, ns)
+    }
+    if (held) {
+      try {
+        return await this.loadAndStore(lk, loader, spec, ns)
+      } finally {
+        await l2.releaseLock(lockKey, token).catch(() => {})
+      }
+    }
+    this.counters.lockWaits++
+    const deadline = Date.now() + this.options.lockWaitMs
+    while (Date.now() < deadline) {
+      await sleep(Math.min(LOCK_POLL_MS, Math.max(1, deadline - Date.now())))
+      const entry = await this.readL2(lk, { loader, spec })
+      if (entry !== undefined) return entry.value
+    }
+    this.counters.lockTimeouts++
+    return this.loadAndStore(lk, loader, spec, ns)
+  }
+
+  private refreshInBackground(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): void {
+    if (this.refreshing.has(lk) || this.inflight.has(lk)) return
+    const backoff = this.backoff.get(lk)
+    if (backoff !== undefined && Date.now() < backoff.until) return
+    this.refreshing.add(lk)
+    this.counters.refreshes++
+    this.loadAndStore(lk, loader, spec, ns).then(
+      () => this.backoff.delete(lk),
+      () => {
+        this.counters.refreshErrors++
+        const { refreshBackoffMinMs: min, refreshBackoffMaxMs: max } = this.options
+        const delayMs = Math.min(max, backoff === undefined ? min : backoff.delayMs * 2)
+        if (this.backoff.size >= MAX_BACKOFF_KEYS) this.backoff.clear()
+        this.backoff.set(lk, { until: Date.now() + delayMs, delayMs })
+      },
+    ).finally(() => this.refreshing.delete(lk))
+  }
+
+  private async runLoader(loader: () => Promise<unknown>, timeoutMs: number): Promise<unknown> {
+    const started = performance.now()
+    this.counters.loads++
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          this.counters.loaderTimeouts++
+          reject(new ServiceUnavailableError(`The cache loader did not finish within ${timeoutMs} ms`))
+        }, timeoutMs)
+      })
+      return await Promise.race([loader(), timeout])
+    } catch (err) {
+      this.counters.loadErrors++
+      throw err
+    } finally {
+      clearTimeout(timer)
+      if (this.recordStats) this.loaderLatency.record(performance.now() - started)
+    }
+  }
+
+  private async store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceCounters, origin?: EntryOrigin): Promise<void> {
+    const now = Date.now()
+    const prepared = this.prepare(value, spec, stamp, now)
+    this.l1.set(lk, value, { bytes: prepared.bytes, freshUntil: prepared.freshUntil, staleUntil: prepared.staleUntil, tags: stamp, origin }, now)
+    this.counters.sets++
+    ns.sets++
+    if (!this.l2 || prepared.raw === undefined) return
+    try {
+      await this.l2.set(this.redisPrefix + lk, prepared.raw, prepared.staleUntil - now)
+    } catch {
+      this.counters.errors++
+      return
+    }
+    // Not awaited: delivery to other instances is asynchronous either way, and a set should cost one round trip.
+    void this.bus?.publish({ keys: [lk] })
+  }
+
+  /** Serialises for L2 (whose size is the entry's size) or estimates the size for L1 alone; applies jitter. */
+  private prepare(value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, now: number) {
+    const jitter = this.options.jitter
+    const ttlMs = jitter > 0 ? Math.max(1, Math.round(spec.ttlMs * (1 + (Math.random() * 2 - 1) * jitter))) : spec.ttlMs
+    const freshUntil = now + ttlMs
+    const staleUntil = freshUntil + spec.graceMs
+    let raw: string | undefined
+    let bytes: number
+    if (this.l2) {
+      // Serializer errors (a circular value) are the caller's bug, so they propagate.
+      raw = encodeEntry(this.options.serializer.serialize(value), freshUntil, staleUntil, stamp)
+      bytes = raw.length
+    } else {
+      bytes = estimateBytes(value)
+    }
+    if (bytes > this.options.maxEntryBytes) {
+      this.counters.oversized++
+      throw new EntryTooLargeError(bytes, this.options.maxEntryBytes)
+    }
+    return { raw, bytes, freshUntil, staleUntil }
+  }
+
+  private async readL2Raw(lk: string): Promise<DecodedEntry | undefined> {
+    if (!this.l2) return undefined
+    let raw: string | null
+    try {
+      raw = await this.l2.get(this.redisPrefix + lk)
+    } catch {
+      this.counters.errors++
+      return undefined
+    }
+    if (raw === null) return undefined
+    try {
+      const decoded = decodeEntry(raw)
+      if (decoded.tags !== undefined && !(await this.tags.check(decoded.tags))) return undefined
+      return decoded
+    } catch {
+      this.counters.errors++
+      return undefined
+    }
+  }
+
+  /** An L2 entry, fresh or within grace, with L1 filled from it; undefined on a miss or any failure. */
+  private async readL2(lk: string, origin?: EntryOrigin): Promise<{ value: unknown; freshUntil: number } | undefined> {
+    if (!this.l2) return undefined
+    let raw: string | null
+    try {
+      raw = await this.l2.get(this.redisPrefix + lk)
+    } catch {
+      this.counters.errors++
+      if (this.recordStats) this.l2Counters.misses++
+      return undefined
+    }
+    const entry = raw === null ? undefined : await this.acceptL2(lk, raw, origin)
+    if (entry === undefined && this.recordStats) this.l2Counters.misses++
+    return entry
+  }
+
+  private async acceptL2(lk: string, raw: string, origin?: EntryOrigin): Promise<{ value: unknown; freshUntil: number } | undefined> {
+    let decoded: DecodedEntry
+    let value: unknown
+    try {
+      decoded = decodeEntry(raw)
+      if (decoded.tags !== undefined && !(await this.tags.check(decoded.tags))) return undefined
+      value = this.options.serializer.deserialize(decoded.payload)
+    } catch {
+      // An entry written by an incompatible serializer is as good as absent.
+      this.counters.errors++
+      return undefined
+    }
+    // A headerless value has no lifetime we could copy: Redis's TTL alone governs it.
+    if (Number.isNaN(decoded.freshUntil)) return { value, freshUntil: Number.POSITIVE_INFINITY }
+    const { freshUntil, staleUntil, tags } = decoded
+    this.l1.set(lk, value, { bytes: raw.length, freshUntil, staleUntil, tags, origin }, Date.now())
+    return { value, freshUntil }
+  }
+
+  private async tagsValid(node: L1Node): Promise<boolean> {
+    if (node.tags === undefined) return true
+    const quick = this.tags.checkSync(node.tags, Date.now())
+    if (quick !== undefined) return quick
+    try {
+      return await this.tags.check(node.tags)
+    } catch {
+      this.counters.errors++
+      return false
+    }
+  }
+
+  private hit(level: ReadCounters, ns: NamespaceCounters, stale: boolean): void {
+    this.counters.hits++
+    level.hits++
+    ns.hits++
+    if (stale) {
+      this.counters.staleHits++
+      level.staleHits++
+      ns.staleHits++
+    }
+  }
+
+  private miss(ns: NamespaceCounters): void {
+    if (!this.recordStats) return
+    this.counters.misses++
+    ns.misses++
+  }
+
+  private applyRemote(message: BusMessage): void {
+    if (message.clear) this.flushLocal()
+    if (Array.isArray(message.keys)) for (const key of message.keys) this.l1.delete(key)
+    if (typeof message.pattern === 'string') {
+      const re = globToRegExp(message.pattern)
+      this.l1.deleteWhere((key) => re.test(key), Date.now())
+    }
+    if (Array.isArray(message.tags)) this.tags.forget(message.tags)
+  }
+
+  private flushLocal(): void {
+    this.l1.clear()
+    this.tags.clear()
+  }
+}
+
+function pick(stamp: TagStamp, tags: readonly string[]): TagStamp {
+  const out: TagStamp = {}
+  for (const tag of tags) out[tag] = stamp[tag] as number
+  return out
+}
