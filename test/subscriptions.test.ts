@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import type net from 'node:net'
 import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -34,9 +35,10 @@ describe.each([
       const fileId = (res.body.data as { uploadFile: { file: { id: string } } }).uploadFile.file.id
       const events = (await sub.events).map((e) => e.uploadProgress)
       const stages = [...new Set(events.map((e) => e.stage))]
-      expect(stages).toEqual(['RECEIVING', 'VALIDATING', 'OPTIMIZING', 'STORING', 'COMPLETED'])
+      // Every durable processing step is a stage of its own (the checksum and the variants too).
+      expect(stages).toEqual(['RECEIVING', 'VALIDATING', 'CHECKSUMMING', 'OPTIMIZING', 'CREATING_VARIANTS', 'STORING', 'COMPLETED'])
       const last = events.at(-1)!
-      expect(last).toMatchObject({ uploadId: 'img-1', fileId, stage: 'COMPLETED', step: 5, steps: 5, percent: 100, bytesReceived: jpeg.length, error: null })
+      expect(last).toMatchObject({ uploadId: 'img-1', fileId, stage: 'COMPLETED', step: 6, steps: 6, percent: 100, bytesReceived: jpeg.length, error: null })
       const percents = events.map((e) => e.percent)
       expect(percents).toEqual([...percents].sort((a, b) => a - b))
     } finally {
@@ -72,6 +74,71 @@ describe.each([
       await expect(spied.events).rejects.toThrow(/timed out after 0 events/)
     } finally {
       await Promise.all([snoop.dispose(), own.dispose()])
+    }
+  })
+
+  it('gives a late subscriber the current state first: a finished upload answers with its terminal event and completes', async () => {
+    const token = t.token('user', 'lena')
+    await uploadThroughGraphql(t, token, UPLOAD, { file: null, input: { uploadId: 'late-1' } }, { filename: 'l.pdf', contentType: 'application/pdf', content: Buffer.from('%PDF-1.7\nlate') })
+    const client = wsClient(url, token)
+    try {
+      const events = (await collect<Progress>(client, PROGRESS, { id: 'late-1' }, () => false).events).map((e) => e.uploadProgress)
+      expect(events).toHaveLength(1)
+      expect(events[0]).toMatchObject({ uploadId: 'late-1', stage: 'COMPLETED', percent: 100 })
+    } finally {
+      await client.dispose()
+    }
+  })
+
+  it('follows a chunked upload by its session id, from the parts through processing', async () => {
+    const token = t.token('user', 'cleo')
+    const part = 8 * 1024 * 1024
+    const content = Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(part + 4096 - 9)])
+    const started = await t.gql<{ startUpload: { session: { id: string } } }>(
+      'mutation($i: StartUploadInput!) { startUpload(input: $i) { ... on StartUploadSuccess { session { id } } } }',
+      { i: { filename: 'big.pdf', size: content.length, mimeType: 'application/pdf' } },
+      token,
+    )
+    const sessionId = started.data.startUpload.session.id
+    const client = wsClient(url, token)
+    try {
+      const sub = collect<Progress>(client, PROGRESS, { id: sessionId }, terminal)
+      await sub.subscribed
+      const CHUNK = 'mutation($s: ID!, $n: Int!, $chunk: Upload!) { uploadChunk(sessionId: $s, partNumber: $n, chunk: $chunk) { __typename } }'
+      for (const n of [1, 2]) {
+        await uploadThroughGraphql(t, token, CHUNK, { s: sessionId, n, chunk: null }, { filename: 'p', contentType: 'application/octet-stream', content: content.subarray((n - 1) * part, n * part), path: 'variables.chunk' })
+      }
+      const done = await t.gql<{ completeUpload: { file: { id: string } } }>('mutation($s: ID!) { completeUpload(sessionId: $s) { ... on CompleteUploadSuccess { file { id } } } }', { s: sessionId }, token)
+      const events = (await sub.events).map((e) => e.uploadProgress)
+      // The snapshot saved at startUpload arrives first; the parts then move RECEIVING on.
+      expect(events[0]).toMatchObject({ stage: 'RECEIVING', percent: 0 })
+      expect([...new Set(events.map((e) => e.stage))]).toEqual(['RECEIVING', 'VALIDATING', 'CHECKSUMMING', 'STORING', 'COMPLETED'])
+      expect(events.filter((e) => e.stage === 'RECEIVING' && e.bytesReceived > 0).length).toBeGreaterThanOrEqual(2)
+      const percents = events.map((e) => e.percent)
+      expect(percents).toEqual([...percents].sort((a, b) => a - b))
+      expect(events.at(-1)).toMatchObject({ uploadId: sessionId, fileId: done.data.completeUpload.file.id, stage: 'COMPLETED', step: 4, steps: 4, bytesReceived: content.length })
+    } finally {
+      await client.dispose()
+    }
+  })
+
+  it.runIf(redis)('delivers progress to a subscriber connected to another instance', async () => {
+    const other = await buildTestApp({ redis: true, database: t.database, redisPrefix: t.redisPrefix })
+    try {
+      const token = t.token('user', 'otto')
+      const client = wsClient(url, token)
+      try {
+        const sub = collect<Progress>(client, PROGRESS, { id: 'cross-1' }, terminal)
+        await sub.subscribed
+        await uploadThroughGraphql(other, token, UPLOAD, { file: null, input: { uploadId: 'cross-1' } }, { filename: 'x.pdf', contentType: 'application/pdf', content: Buffer.from('%PDF-1.7\ncross') })
+        const stages = (await sub.events).map((e) => e.uploadProgress.stage)
+        expect(stages[0]).toBe('RECEIVING')
+        expect(stages.at(-1)).toBe('COMPLETED')
+      } finally {
+        await client.dispose()
+      }
+    } finally {
+      await other.close()
     }
   })
 

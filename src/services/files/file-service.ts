@@ -1,17 +1,28 @@
 import { randomUUID } from 'node:crypto'
-import { createHash } from 'node:crypto'
-import { once } from 'node:events'
 import path from 'node:path'
 import type { Readable } from 'node:stream'
-import type { FileCursor, FileRepository, FileRow, FileVersionRow, NewFileVersion } from '../../infra/db/file-repository'
-import { ObjectNotFoundError, type ObjectStorage } from '../../infra/storage/types'
+import type { FilesConfig } from '../../config'
+import type { Database } from '../../infra/db/client'
+import { FileRepository, type FileCursor, type FileRow, type FileVersionRow, type NewFileVersion } from '../../infra/db/file-repository'
+import { FileStepRepository, type FileStepRow } from '../../infra/db/file-step-repository'
+import type { StoredVariant } from '../../infra/db/schema/files'
+import { UploadProgressRepository } from '../../infra/db/upload-progress-repository'
+import { UploadSessionRepository } from '../../infra/db/upload-session-repository'
+import type { ObjectStorage } from '../../infra/storage/types'
 import { createLimiter } from '../../lib/concurrency'
-import { AppError, FileTooLargeError, NotFoundError, ServiceUnavailableError, UnsupportedFileTypeError, ValidationError } from '../../lib/errors'
-import { normalizeText } from '../../lib/escape'
+import { AppError, ConflictError, FileTooLargeError, NotFoundError, QuotaExceededError, ServiceUnavailableError, ValidationError } from '../../lib/errors'
 import { hasRole, type Viewer } from '../auth/jwt'
-import { IMAGE_TYPES, optimizeImage } from './image-optimizer'
+import type { CacheService, CacheWarmer } from '../cache/cache-service'
+import { FileCache } from './file-cache'
+import { FileSweeper } from './file-sweeper'
+import { canonicalType, checkType, cleanFilename, isImageType, isUuid, refineSvg, SVG_TYPE, versionKeys } from './file-types'
+import { FilePipeline } from './processing-pipeline'
+import { createStepHandlers, planSteps } from './processing-steps'
+import { storageCall } from './storage-call'
 import { UploadInspector, type DetectedType } from './upload-inspector'
-import { type Publish, UploadProgressReporter, uploadProgressTopic } from './upload-progress'
+import { type ProgressSink, type Publish, type UploadProgressEvent, UploadProgressReporter } from './upload-progress'
+import { UploadSessionService } from './upload-sessions'
+import { versionError } from './version-errors'
 
 export interface UploadLimits {
   maxFileBytes: number
@@ -27,8 +38,10 @@ export interface UploadInput {
   /** The client's claim (multipart Content-Type or input.mimeType); checked against the bytes. */
   declaredType?: string
   uploadId?: string
-  /** Expected size, when the client knows it: only used for progress percentages. */
+  /** Expected size, when the client knows it: progress percentages and an early quota check. */
   size?: number
+  /** Answer once processing ended (default), or at once with a PROCESSING file. */
+  waitForProcessing?: boolean
 }
 
 export interface Logger {
@@ -36,31 +49,122 @@ export interface Logger {
   error(obj: object, msg?: string): void
 }
 
-/** Aliases browsers and OSes send for the canonical types file-type detects. */
-const TYPE_ALIASES: Record<string, string> = { 'image/jpg': 'image/jpeg', 'image/pjpeg': 'image/jpeg', 'image/x-png': 'image/png', 'application/x-pdf': 'application/pdf' }
-const GENERIC_TYPES = new Set(['', 'application/octet-stream', 'binary/octet-stream'])
+export interface FileServiceDeps {
+  db: Database
+  storage: ObjectStorage
+  publish: Publish
+  limits: UploadLimits
+  config: FilesConfig
+  /** Poll interval of the pipeline worker. */
+  pollMs: number
+  logger: Logger
+  /** File rows and settled version rows, read on every File resolver; invalidated by tag on each write. */
+  cache?: CacheService
+}
+
 const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/
-const MAX_FILENAME = 255
 export const MIN_URL_TTL = 60
 export const MAX_URL_TTL = 7 * 24 * 3600
 
+/**
+ * Files, their versions, uploads (small ones here, chunked ones in `sessions`) and the processing
+ * pipeline behind both. A small upload is streamed to storage while its type is sniffed, its size
+ * capped and its sha256 taken; the version row and its processing steps are then written in one
+ * transaction and the pipeline takes over.
+ */
 export class FileService {
-  /** sharp holds whole images in memory: cap how many decode at once so 1000 concurrent uploads cannot exhaust RAM. */
-  private readonly imageLimiter = createLimiter(4)
+  readonly pipeline: FilePipeline
+  readonly sessions: UploadSessionService
+  readonly sweeper: FileSweeper
+  private readonly repo: FileRepository
+  private readonly steps: FileStepRepository
+  private readonly snapshots: UploadProgressRepository
+  private readonly cache: FileCache
+  private readonly progress: ProgressSink
 
-  constructor(
-    private readonly deps: {
-      files: FileRepository
-      storage: ObjectStorage
-      publish: Publish
-      limits: UploadLimits
-      logger: Logger
-    },
-  ) {}
+  constructor(private readonly deps: FileServiceDeps) {
+    const { db, storage, config, limits, logger } = deps
+    this.repo = new FileRepository(db)
+    this.steps = new FileStepRepository(db)
+    this.snapshots = new UploadProgressRepository(db)
+    const sessionRepo = new UploadSessionRepository(db)
+    this.cache = new FileCache(this.repo, deps.cache, logger)
+    this.progress = { publish: deps.publish, snapshots: this.snapshots, logger }
+    const deleteKeys = (keys: string[]) => this.deleteKeys(keys)
+    const invalidateFile = (id: string) => this.cache.invalidate(id)
+    const pipelineLimits = {
+      allowedTypes: limits.allowedTypes,
+      maxImageBytes: limits.maxImageBytes,
+      maxEdge: limits.imageMaxEdge,
+      maxPixels: limits.imageMaxPixels,
+      maxFrames: config.imageMaxFrames,
+      variants: config.imageVariants,
+      allowSvg: config.allowSvg,
+    }
+    this.pipeline = new FilePipeline({
+      steps: this.steps,
+      files: this.repo,
+      // sharp holds whole images in memory: a pool sized to the CPUs makes 1000 concurrent uploads queue instead of exhausting RAM.
+      handlers: createStepHandlers({ files: this.repo, sessions: sessionRepo, storage, limits: pipelineLimits, imagePool: createLimiter(config.imageConcurrency), deleteKeys }),
+      progress: this.progress,
+      logger,
+      deleteKeys,
+      onSettled: async ({ fileId, number }) => {
+        // Version 1 of a new file: nothing of the file was cacheable while it processed, nothing to prune.
+        if (number === 1) return
+        await invalidateFile(fileId)
+        if (config.versionsKeep > 0 && number > config.versionsKeep) await this.sweeper.pruneFile(fileId)
+      },
+      options: {
+        maxAttempts: config.pipelineMaxAttempts,
+        leaseMs: config.pipelineLeaseMs,
+        backoffMs: config.pipelineBackoffMs,
+        concurrency: config.pipelineConcurrency,
+        pollMs: deps.pollMs,
+      },
+    })
+    this.sessions = new UploadSessionService({
+      sessions: sessionRepo,
+      files: this.repo,
+      storage,
+      pipeline: this.pipeline,
+      progress: this.progress,
+      limits: { ...pipelineLimits, sessionMaxBytes: config.sessionMaxBytes, partBytes: config.partBytes, sessionTtlHours: config.sessionTtlHours, quotaBytes: config.quotaBytes },
+      getFile: (viewer, id) => this.getFile(viewer, id),
+      invalidateFile,
+      logger,
+    })
+    this.sweeper = new FileSweeper({
+      sessions: this.sessions,
+      files: this.repo,
+      snapshots: this.snapshots,
+      retention: { keep: config.versionsKeep, maxAgeDays: config.versionsMaxAgeDays },
+      intervalMs: config.sweepIntervalMs,
+      deleteKeys,
+      invalidateFile,
+      logger,
+    })
+  }
 
   /** The largest upload any type may have: the multipart parser's cap. */
   get maxUploadBytes(): number {
     return Math.max(this.deps.limits.maxFileBytes, this.deps.limits.maxImageBytes)
+  }
+
+  /** Preloads the newest files' metadata into the cache given in deps; undefined without one. */
+  cacheWarmer(limit?: number): CacheWarmer | undefined {
+    return this.deps.cache ? this.cache.warmer(limit) : undefined
+  }
+
+  /** Background work of this instance: the pipeline worker and the sweeper. */
+  startWorkers(): void {
+    this.pipeline.start()
+    this.sweeper.start()
+  }
+
+  async stopWorkers(): Promise<void> {
+    await this.sweeper.stop()
+    await this.pipeline.stop(Math.min(this.deps.config.pipelineLeaseMs, 10_000))
   }
 
   async uploadFile(viewer: Viewer, input: UploadInput): Promise<{ file: FileRow; version: FileVersionRow }> {
@@ -68,67 +172,148 @@ export class FileService {
   }
 
   async uploadFileVersion(viewer: Viewer, fileId: string, input: UploadInput): Promise<{ file: FileRow; version: FileVersionRow }> {
-    const file = await this.getFile(viewer, fileId)
+    let file: FileRow
+    try {
+      file = await this.getFile(viewer, fileId)
+    } catch (err) {
+      input.stream.resume()
+      throw err
+    }
     return this.receive(viewer, input, file)
   }
 
   async getFile(viewer: Viewer, id: string): Promise<FileRow> {
-    const file = isUuid(id) ? await this.deps.files.findById(id) : undefined
+    const file = isUuid(id) ? await this.cache.findFile(id) : undefined
     // Someone else's file is "not found", not "forbidden": ids must not be probeable.
     if (!file || file.status === 'deleted' || !canAccess(viewer, file)) throw new NotFoundError('File', id)
     return file
   }
 
   async listFiles(viewer: Viewer, options: { first: number; after?: FileCursor }): Promise<FileRow[]> {
-    return this.deps.files.list({ ownerId: hasRole(viewer, 'admin') ? undefined : viewer.id, after: options.after, limit: options.first })
+    return this.repo.list({ ownerId: hasRole(viewer, 'admin') ? undefined : viewer.id, after: options.after, limit: options.first })
   }
 
   async currentVersion(file: FileRow): Promise<FileVersionRow> {
-    const version = await this.deps.files.findVersion(file.id, file.currentVersion)
+    const version = await this.cache.findVersion(file.id, file.currentVersion)
     if (!version) throw new NotFoundError('FileVersion', `${file.id}@${file.currentVersion}`)
     return version
   }
 
   listVersions(file: FileRow): Promise<FileVersionRow[]> {
-    return this.deps.files.listVersions(file.id)
+    return this.repo.listVersions(file.id)
   }
 
-  /** Copies an old version forward as a new one: history is never rewritten. */
+  processingSteps(version: FileVersionRow): Promise<FileStepRow[]> {
+    return this.steps.list(version.id)
+  }
+
+  /** Bytes the viewer stores (every version) or has reserved in open sessions, against the quota. */
+  async usage(viewer: Viewer): Promise<{ usedBytes: number; limitBytes: number | null }> {
+    const limit = this.deps.config.quotaBytes
+    return { usedBytes: await this.repo.usage(viewer.id), limitBytes: limit > 0 ? limit : null }
+  }
+
+  /**
+   * Copies an old version forward as a new current version: history is never rewritten. The bytes
+   * are not copied: the new version takes another reference to the same stored object.
+   */
   async restoreFileVersion(viewer: Viewer, fileId: string, number: number): Promise<{ file: FileRow; version: FileVersionRow }> {
     const file = await this.getFile(viewer, fileId)
-    const old = await this.deps.files.findVersion(file.id, number)
+    const old = await this.repo.findVersion(file.id, number)
     if (!old) throw new NotFoundError('FileVersion', `${fileId}@${number}`)
+    if (old.status !== 'ready') throw new ConflictError(`Version ${number} ${old.status === 'failed' ? 'failed processing' : 'is still processing'} and cannot be restored`)
     const versionId = randomUUID()
-    const storageKey = storageKeyFor(file.id, versionId, path.extname(old.storageKey).slice(1))
-    await this.storageCall(() => this.deps.storage.copy(old.storageKey, storageKey))
-    const { id: _id, fileId: _f, number: _n, createdAt: _c, ...rest } = old
-    const result = await this.deps.files.appendVersion(file.id, { ...rest, id: versionId, storageKey, variants: [], createdBy: viewer.id }, old.filename)
+    const { id: _id, fileId: _f, number: _n, createdAt: _c, uploadId: _u, ...rest } = old
+    const quota = { ownerId: file.ownerId, limitBytes: this.deps.config.quotaBytes, addingBytes: old.size }
+    let copiedKey: string | undefined
+    let version: NewFileVersion = { ...rest, id: versionId, createdBy: viewer.id }
+    if (!old.objectId) {
+      // Written before deduplication: the bytes have no shared object, so they are copied once.
+      copiedKey = versionKeys.source(file.id, versionId)
+      const key = copiedKey
+      await storageCall(() => this.deps.storage.copy(old.storageKey, key))
+      version = { ...version, storageKey: copiedKey, variants: [] }
+    }
+    const objectId = old.objectId
+    let result
+    try {
+      result = await this.repo.appendVersion(file.id, version, {
+        makeCurrent: true,
+        filename: old.filename,
+        quota,
+        afterInsert: objectId
+          ? async (tx) => {
+              if (!(await this.repo.addObjectRef(tx, objectId))) throw new NotFoundError('FileVersion', `${fileId}@${number}`)
+            }
+          : undefined,
+      })
+    } catch (err) {
+      if (copiedKey) await this.deleteKeys([copiedKey])
+      throw err
+    }
+    await this.cache.invalidate(file.id)
     if (!result) {
-      await this.deps.storage.delete(storageKey).catch(() => {})
+      if (copiedKey) await this.deleteKeys([copiedKey])
       throw new NotFoundError('File', fileId)
     }
+    void this.sweeper.pruneFile(file.id).catch((err: unknown) => this.deps.logger.warn({ err, fileId }, 'retention after a restore failed'))
     return result
+  }
+
+  /** Deletes one version that is not the current one; bytes another version still uses stay. */
+  async deleteFileVersion(viewer: Viewer, fileId: string, number: number): Promise<FileRow> {
+    const file = await this.getFile(viewer, fileId)
+    const removed = await this.repo.deleteVersion(file.id, number)
+    switch (removed.outcome) {
+      case 'missing':
+        throw new NotFoundError('FileVersion', `${fileId}@${number}`)
+      case 'current':
+        throw new ConflictError('The current version cannot be deleted: restore or upload another version first')
+      case 'processing':
+        throw new ConflictError('A version cannot be deleted while it is processing')
+    }
+    await this.cache.invalidate(file.id)
+    await this.deleteKeys(removed.keys)
+    return (await this.repo.findById(file.id))!
   }
 
   async deleteFile(viewer: Viewer, id: string): Promise<string> {
     const file = await this.getFile(viewer, id)
-    const keys = await this.deps.files.delete(file.id)
     // Rows go first: a storage failure leaves an unreferenced object (logged), never a row pointing at nothing.
-    const results = await Promise.allSettled(keys.map((k) => this.deps.storage.delete(k)))
-    const failed = results.filter((r) => r.status === 'rejected').length
-    if (failed > 0) this.deps.logger.warn({ fileId: id, failed }, 'storage objects left behind after delete')
+    const keys = await this.repo.delete(file.id)
+    await this.cache.invalidate(file.id)
+    await this.deleteKeys(keys)
     return file.id
   }
 
   downloadUrl(version: FileVersionRow, expiresInSeconds = 3600): Promise<string> {
-    if (!Number.isInteger(expiresInSeconds) || expiresInSeconds < MIN_URL_TTL || expiresInSeconds > MAX_URL_TTL) {
-      throw ValidationError.field(['expiresIn'], `expiresIn must be between ${MIN_URL_TTL} and ${MAX_URL_TTL} seconds`)
-    }
+    this.assertDownloadable(version, expiresInSeconds)
     return this.deps.storage.signedDownloadUrl(version.storageKey, { expiresInSeconds, filename: version.filename, contentType: version.mimeType })
   }
 
+  variantUrl(version: FileVersionRow, variant: StoredVariant, expiresInSeconds = 3600): Promise<string> {
+    this.assertDownloadable(version, expiresInSeconds)
+    const stem = path.parse(version.filename).name || 'file'
+    const ext = path.extname(variant.storageKey)
+    return this.deps.storage.signedDownloadUrl(variant.storageKey, { expiresInSeconds, filename: `${stem}-${variant.name}${ext}`, contentType: variant.mimeType })
+  }
+
+  /** The latest progress of one of the viewer's uploads, for a subscriber that arrives late. */
+  async progressSnapshot(viewer: Viewer, uploadId: string): Promise<UploadProgressEvent | undefined> {
+    if (!UPLOAD_ID.test(uploadId)) return undefined
+    const snapshot = await this.snapshots.find(viewer.id, uploadId)
+    return snapshot?.event as UploadProgressEvent | undefined
+  }
+
+  private assertDownloadable(version: FileVersionRow, expiresInSeconds: number): void {
+    if (!Number.isInteger(expiresInSeconds) || expiresInSeconds < MIN_URL_TTL || expiresInSeconds > MAX_URL_TTL) {
+      throw ValidationError.field(['expiresIn'], `expiresIn must be between ${MIN_URL_TTL} and ${MAX_URL_TTL} seconds`)
+    }
+    if (version.status !== 'ready') throw new ConflictError(version.status === 'failed' ? 'This version failed processing' : 'This version is still processing')
+  }
+
   private async receive(viewer: Viewer, input: UploadInput, existing: FileRow | null): Promise<{ file: FileRow; version: FileVersionRow }> {
-    const { limits, storage, publish } = this.deps
+    const { limits, storage, config } = this.deps
     const uploadId = input.uploadId ?? randomUUID()
     if (!UPLOAD_ID.test(uploadId)) {
       input.stream.resume()
@@ -138,92 +323,103 @@ export class FileService {
     const declared = canonicalType(input.declaredType)
     const fileId = existing?.id ?? randomUUID()
     const versionId = randomUUID()
-    const isImageClaim = IMAGE_TYPES.has(declared)
-    const progress = new UploadProgressReporter(publish, uploadProgressTopic(viewer.id, uploadId), uploadId, isImageClaim ? 5 : 4, input.size ?? null, fileId)
-
-    const inspector = new UploadInspector({
-      maxBytes: (t) => (t ? (IMAGE_TYPES.has(t.mime) ? limits.maxImageBytes : limits.maxFileBytes) : Math.max(limits.maxFileBytes, limits.maxImageBytes)),
-      accept: (t) => checkType(t, declared, limits.allowedTypes),
-      onBytes: (n) => progress.bytes(n),
+    const imageClaim = isImageType(declared)
+    const progress = new UploadProgressReporter(this.progress, {
+      ownerId: viewer.id,
+      uploadId,
+      runId: versionId,
+      fileId,
+      steps: 1 + planSteps(imageClaim ? declared : 'application/octet-stream', { variants: config.imageVariants }).filter((s) => !s.skipped).length,
+      bytesTotal: input.size ?? null,
     })
-    let storedKey: string | null = null
+    const allowed = config.allowSvg ? [...limits.allowedTypes, SVG_TYPE] : limits.allowedTypes
+    const storageKey = versionKeys.source(fileId, versionId)
+    let stored = false
+    const inspectorBox: { current?: UploadInspector } = {}
     try {
-      progress.enter('RECEIVING')
+      void progress.enter('RECEIVING', 1, 0)
+      const remaining = await this.remainingQuota(viewer.id, input.size ?? 0)
+      const typeLimit = (t: DetectedType | null) => (t ? (isImageType(t.mime) ? limits.maxImageBytes : limits.maxFileBytes) : this.maxUploadBytes)
+      const inspector = new UploadInspector({
+        maxBytes: (t) => Math.min(typeLimit(t), remaining),
+        limitError: (limit) => (limit === remaining && remaining < this.maxUploadBytes ? new QuotaExceededError('This upload would exceed your quota', config.quotaBytes, config.quotaBytes - remaining) : new FileTooLargeError(limit)),
+        accept: (t) => checkType(t, declared, allowed),
+        refineType: (head, t) => refineSvg(head, t, config.allowSvg, limits.allowedTypes),
+        onBytes: (n) => progress.bytes(n),
+      })
+      inspectorBox.current = inspector
+      // The failure reaches us through typeReady or put; without a listener, pipe() would rethrow it
+      // as an uncaught exception when one large chunk passes the cap before storage is attached.
+      inspector.on('error', () => {})
       input.stream.on('error', (err) => inspector.destroy(err))
       input.stream.pipe(inspector)
       const detected = (await inspector.typeReady) as DetectedType
-      const storageKey = storageKeyFor(fileId, versionId, detected.ext)
-      let version: NewFileVersion
-      if (IMAGE_TYPES.has(detected.mime)) {
-        const original = await collect(inspector)
-        assertNotTruncated(input.stream, inspector, limits)
-        progress.enter('VALIDATING')
-        progress.enter('OPTIMIZING')
-        const image = await this.imageLimiter.run(() => optimizeImage(original, detected.mime, { maxEdge: limits.imageMaxEdge, maxPixels: limits.imageMaxPixels }))
-        progress.enter('STORING')
-        await this.storageCall(() => storage.put(storageKey, image.data, { contentType: image.mimeType, contentLength: image.data.length }))
-        storedKey = storageKey
-        version = {
-          id: versionId,
-          filename,
-          mimeType: image.mimeType,
-          size: image.data.length,
-          sha256: createHash('sha256').update(image.data).digest('hex'),
-          originalSize: inspector.bytes,
-          originalSha256: inspector.sha256,
-          storageKey,
-          width: image.width,
-          height: image.height,
-          createdBy: viewer.id,
-        }
-      } else {
-        // Non-images stream straight through to storage: memory stays flat whatever the size.
-        const put = this.storageCall(() => storage.put(storageKey, inspector, { contentType: detected.mime }))
-        const result = await put.catch((err: unknown) => {
-          throw inspectorError(inspector) ?? err
-        })
-        storedKey = storageKey
-        assertNotTruncated(input.stream, inspector, limits)
-        progress.enter('VALIDATING')
-        progress.enter('STORING')
-        version = {
-          id: versionId,
-          filename,
-          mimeType: detected.mime,
-          size: result.size,
-          sha256: inspector.sha256,
-          originalSize: inspector.bytes,
-          originalSha256: inspector.sha256,
-          storageKey,
-          createdBy: viewer.id,
-        }
+      // Every type streams to storage untouched: memory stays flat whatever the size, and processing reads it back.
+      await storageCall(() => storage.put(storageKey, inspector, { contentType: detected.mime })).catch((err: unknown) => {
+        throw (inspector.errored instanceof AppError ? inspector.errored : undefined) ?? err
+      })
+      stored = true
+      assertNotTruncated(input.stream, inspector, limits)
+      progress.bytes(inspector.bytes)
+      const version: NewFileVersion = {
+        id: versionId,
+        filename,
+        status: 'processing',
+        mimeType: detected.mime,
+        declaredType: declared || null,
+        size: inspector.bytes,
+        sha256: inspector.sha256,
+        originalSize: inspector.bytes,
+        originalSha256: inspector.sha256,
+        storageKey,
+        uploadId,
+        createdBy: viewer.id,
       }
+      const steps = planSteps(detected.mime, { variants: config.imageVariants })
+      progress.setSteps(1 + steps.filter((s) => !s.skipped).length)
+      const quota = { ownerId: viewer.id, limitBytes: config.quotaBytes, addingBytes: inspector.bytes }
       const result = existing
-        ? await this.deps.files.appendVersion(existing.id, version, filename)
-        : await this.deps.files.createWithVersion({ id: fileId, ownerId: viewer.id, filename }, version)
+        ? await this.repo.appendVersion(existing.id, version, { makeCurrent: false, steps, quota })
+        : await this.repo.createWithVersion({ id: fileId, ownerId: viewer.id, filename }, version, { steps, quota })
       if (!result) throw new NotFoundError('File', fileId)
-      progress.completed()
-      return result
+      if (existing) await this.cache.invalidate(existing.id)
+      // The last receiving event must be out before the first processing one.
+      await progress.flush()
     } catch (err) {
-      input.stream.unpipe(inspector)
+      input.stream.unpipe(inspectorBox.current)
       input.stream.resume()
-      inspector.destroy()
-      if (storedKey) await storage.delete(storedKey).catch((e: unknown) => this.deps.logger.warn({ err: e, key: storedKey }, 'could not remove object of failed upload'))
+      inspectorBox.current?.destroy()
+      if (stored) await this.deleteKeys([storageKey])
       const safe = err instanceof AppError ? err : new ServiceUnavailableError('The upload could not be stored, please retry', { cause: err })
       if (!(err instanceof AppError)) this.deps.logger.error({ err, uploadId }, 'upload failed')
-      progress.failed(safe.message)
+      await progress.failed(safe.message)
       throw safe
     }
+
+    this.pipeline.kick(versionId)
+    const outcome = input.waitForProcessing === false ? undefined : await this.pipeline.waitFor(versionId, config.processingWaitMs, true)
+    if (outcome?.status === 'failed') throw versionError(outcome.version, outcome.error, limits)
+    const version = outcome?.version ?? (await this.repo.findVersionById(versionId))
+    const file = await this.repo.findById(fileId)
+    if (!file || !version) throw new NotFoundError('File', fileId)
+    return { file, version }
   }
 
-  private async storageCall<T>(call: () => Promise<T>): Promise<T> {
-    try {
-      return await call()
-    } catch (err) {
-      if (err instanceof AppError) throw err
-      if (err instanceof ObjectNotFoundError) throw new NotFoundError('Stored object')
-      throw new ServiceUnavailableError('Storage is unavailable, please retry', { cause: err })
+  /** What the viewer may still store; refuses at once if even the announced size does not fit. */
+  private async remainingQuota(ownerId: string, announced: number): Promise<number> {
+    const limit = this.deps.config.quotaBytes
+    if (limit <= 0) return Number.MAX_SAFE_INTEGER
+    const used = await this.repo.usage(ownerId)
+    if (used + announced > limit || used >= limit) {
+      throw new QuotaExceededError(`Storing ${announced || 'more'} bytes would exceed your quota of ${limit} bytes`, limit, used)
     }
+    return limit - used
+  }
+
+  private async deleteKeys(keys: string[]): Promise<void> {
+    const results = await Promise.allSettled(keys.map((k) => this.deps.storage.delete(k)))
+    const failed = results.filter((r) => r.status === 'rejected').length
+    if (failed > 0) this.deps.logger.warn({ failed, keys }, 'storage objects left behind')
   }
 }
 
@@ -231,56 +427,10 @@ export function canAccess(viewer: Viewer, file: Pick<FileRow, 'ownerId'>): boole
   return file.ownerId === viewer.id || hasRole(viewer, 'admin')
 }
 
-function storageKeyFor(fileId: string, versionId: string, ext: string): string {
-  const safeExt = /^[a-z0-9]{1,8}$/.test(ext) ? `.${ext}` : ''
-  return `files/${fileId}/${versionId}${safeExt}`
-}
-
-function canonicalType(type: string | undefined): string {
-  const t = (type ?? '').split(';')[0]!.trim().toLowerCase()
-  return TYPE_ALIASES[t] ?? t
-}
-
-function checkType(detected: DetectedType | null, declared: string, allowed: string[]): void {
-  if (!detected || !allowed.includes(detected.mime)) {
-    throw new UnsupportedFileTypeError(
-      detected ? `Files of type ${detected.mime} are not allowed` : 'The file type could not be recognised from its content',
-      detected?.mime ?? null,
-      allowed,
-    )
-  }
-  if (!GENERIC_TYPES.has(declared) && declared !== detected.mime) {
-    throw new UnsupportedFileTypeError(`The file was declared as ${declared} but its content is ${detected.mime}`, detected.mime, allowed)
-  }
-}
-
-/** The client's name is metadata only: strip directories (path traversal), control characters and excess length. */
-export function cleanFilename(name: string | undefined): string {
-  const base = (name ?? '').split(/[\\/]/).pop() ?? ''
-  const cleaned = normalizeText(base, { maxLength: MAX_FILENAME }).replace(/[\r\n\t]/g, ' ').replace(/^\.+/, '')
-  return cleaned.length > 0 ? cleaned : 'file'
-}
-
-function isUuid(id: string): boolean {
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)
-}
-
-async function collect(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  stream.on('data', (c: Buffer) => chunks.push(c))
-  await once(stream, 'end')
-  return Buffer.concat(chunks)
-}
-
-function inspectorError(inspector: UploadInspector): Error | undefined {
-  const err = inspector.errored
-  return err instanceof AppError ? err : undefined
-}
-
 /** busboy stops at its own limit and marks the stream truncated; never store a silently cut file. */
 function assertNotTruncated(stream: Readable, inspector: UploadInspector, limits: UploadLimits): void {
   if ((stream as Readable & { truncated?: boolean }).truncated) {
-    const limit = inspector.detected && IMAGE_TYPES.has(inspector.detected.mime) ? limits.maxImageBytes : limits.maxFileBytes
+    const limit = inspector.detected && isImageType(inspector.detected.mime) ? limits.maxImageBytes : limits.maxFileBytes
     throw new FileTooLargeError(limit)
   }
 }

@@ -17,6 +17,10 @@ export interface InspectorOptions {
   /** Throws to reject the upload once the type is known (before any byte goes downstream). */
   accept: (detected: DetectedType | null) => void
   onBytes?: (total: number) => void
+  /** Second opinion on file-type's answer, for types it cannot tell apart (SVG is XML text). */
+  refineType?: (head: Buffer, detected: DetectedType | null) => DetectedType | null
+  /** The error for passing the cap; FileTooLargeError unless the cap was something else (a quota). */
+  limitError?: (limit: number) => Error
 }
 
 /**
@@ -52,7 +56,7 @@ export class UploadInspector extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length
-    if (this.bytes > this.limit) return callback(new FileTooLargeError(this.limit))
+    if (this.bytes > this.limit) return callback(this.limitError())
     this.hash.update(chunk)
     this.options.onBytes?.(this.bytes)
     if (this.sniffed) return callback(null, chunk)
@@ -72,16 +76,21 @@ export class UploadInspector extends Transform {
     callback(err)
   }
 
+  private limitError(): Error {
+    return this.options.limitError?.(this.limit) ?? new FileTooLargeError(this.limit)
+  }
+
   private async sniff(): Promise<void> {
     this.sniffed = true
     const head = Buffer.concat(this.head)
     this.head = []
     try {
       const type = await fileTypeFromBuffer(head)
-      this.detected = type ? { mime: type.mime, ext: type.ext } : null
+      const detected = type ? { mime: type.mime as string, ext: type.ext as string } : null
+      this.detected = this.options.refineType ? this.options.refineType(head, detected) : detected
       this.options.accept(this.detected)
       this.limit = this.options.maxBytes(this.detected)
-      if (this.bytes > this.limit) throw new FileTooLargeError(this.limit)
+      if (this.bytes > this.limit) throw this.limitError()
     } catch (err) {
       this.settleType.reject(err as Error)
       throw err

@@ -1,0 +1,379 @@
+/**
+ * Chunked, resumable uploads. A session is a row plus the storage's multipart upload (S3) or part
+ * files (disk); nothing lives in memory, so parts may go to any instance, in any order, in parallel,
+ * and a client resumes after its own restart or the server's by asking which parts arrived.
+ */
+import { randomUUID } from 'node:crypto'
+import { pipeline, type Readable, Transform, type TransformCallback } from 'node:stream'
+import type { FileRepository, FileRow, FileVersionRow, NewFileVersion } from '../../infra/db/file-repository'
+import type { UploadSessionRepository, UploadSessionRow } from '../../infra/db/upload-session-repository'
+import { ObjectNotFoundError, type ObjectStorage } from '../../infra/storage/types'
+import { AppError, ConflictError, FileTooLargeError, NotFoundError, QuotaExceededError, ServiceUnavailableError, UnsupportedFileTypeError, ValidationError } from '../../lib/errors'
+import type { Viewer } from '../auth/jwt'
+import { canonicalType, checkType, cleanFilename, isGenericType, isImageType, isUuid, refineSvg, SVG_TYPE, versionKeys } from './file-types'
+import { expectedPartSize, planParts } from './part-plan'
+import type { FilePipeline } from './processing-pipeline'
+import { planSteps } from './processing-steps'
+import { storageCall } from './storage-call'
+import { UploadInspector } from './upload-inspector'
+import { UploadProgressReporter, type ProgressSink } from './upload-progress'
+
+export interface StartUploadInput {
+  filename: string
+  size: number
+  mimeType?: string | null
+  sha256?: string | null
+  /** Upload a new version of this file instead of a new file. */
+  fileId?: string | null
+}
+
+export interface UploadSessionView extends UploadSessionRow {
+  receivedParts: number[]
+  bytesReceived: number
+}
+
+export interface SessionLimits {
+  allowedTypes: string[]
+  allowSvg: boolean
+  maxImageBytes: number
+  sessionMaxBytes: number
+  partBytes: number
+  sessionTtlHours: number
+  quotaBytes: number
+  variants: { name: string }[]
+}
+
+export interface UploadSessionDeps {
+  sessions: UploadSessionRepository
+  files: FileRepository
+  storage: ObjectStorage
+  pipeline: FilePipeline
+  progress: ProgressSink
+  limits: SessionLimits
+  /** Access check of the target file of a new version: someone else's file is NotFound. */
+  getFile(viewer: Viewer, id: string): Promise<FileRow>
+  invalidateFile(id: string): Promise<void>
+  logger: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void }
+}
+
+const SHA256 = /^[0-9a-f]{64}$/
+/** A session stuck in `completing` this long lost its instance mid-complete; the sweeper takes it back. */
+const STUCK_COMPLETING_MS = 10 * 60_000
+const MAX_LISTED_PARTS = 20
+
+export class UploadSessionService {
+  constructor(private readonly deps: UploadSessionDeps) {}
+
+  async start(viewer: Viewer, input: StartUploadInput): Promise<UploadSessionView> {
+    const { limits, storage, sessions, files } = this.deps
+    const filename = cleanFilename(input.filename)
+    const declared = canonicalType(input.mimeType ?? '')
+    const allowed = limits.allowSvg ? [...limits.allowedTypes, SVG_TYPE] : limits.allowedTypes
+    if (!isGenericType(declared) && !allowed.includes(declared)) {
+      throw new UnsupportedFileTypeError(`Files of type ${declared} are not allowed`, declared, limits.allowedTypes)
+    }
+    if (!Number.isSafeInteger(input.size) || input.size <= 0) throw ValidationError.field(['input', 'size'], 'size must be a whole number of bytes greater than 0')
+    const maxBytes = isImageType(declared) ? Math.min(limits.maxImageBytes, limits.sessionMaxBytes) : limits.sessionMaxBytes
+    if (input.size > maxBytes) throw new FileTooLargeError(maxBytes)
+    const sha256 = input.sha256 == null || input.sha256 === '' ? null : input.sha256.toLowerCase()
+    if (sha256 !== null && !SHA256.test(sha256)) throw ValidationError.field(['input', 'sha256'], 'sha256 must be 64 hexadecimal characters')
+    const target = input.fileId ? await this.deps.getFile(viewer, input.fileId) : undefined
+    const quota = { ownerId: viewer.id, limitBytes: limits.quotaBytes, addingBytes: input.size }
+    // Cheap early refusal, before a multipart upload is created; the check that counts is repeated under the lock.
+    if (limits.quotaBytes > 0) {
+      const used = await files.usage(viewer.id)
+      if (used + input.size > limits.quotaBytes) throw new QuotaExceededError(`Storing ${input.size} more bytes would exceed your quota of ${limits.quotaBytes} bytes`, limits.quotaBytes, used)
+    }
+
+    const { partSize, partCount } = planParts(input.size, limits.partBytes)
+    const id = randomUUID()
+    const fileId = target?.id ?? randomUUID()
+    const versionId = randomUUID()
+    const storageKey = versionKeys.source(fileId, versionId)
+    const { uploadId } = await storageCall(() => storage.createMultipartUpload(storageKey, { contentType: isGenericType(declared) ? undefined : declared }))
+    let row: UploadSessionRow
+    try {
+      row = await files.withQuota(quota, (tx) =>
+        sessions.create(
+          {
+            id,
+            ownerId: viewer.id,
+            filename,
+            declaredType: declared,
+            size: input.size,
+            sha256,
+            targetFileId: target?.id ?? null,
+            fileId,
+            versionId,
+            partSize,
+            partCount,
+            storageKey,
+            multipartUploadId: uploadId,
+            expiresAt: this.nextExpiry(),
+          },
+          tx,
+        ),
+      )
+    } catch (err) {
+      await storage.abortMultipartUpload(storageKey, uploadId).catch(() => {})
+      throw err
+    }
+    await this.reporter(row).enter('RECEIVING', 1, 0)
+    return { ...row, receivedParts: [], bytesReceived: 0 }
+  }
+
+  async get(viewer: Viewer, id: string): Promise<UploadSessionView> {
+    return this.view(await this.owned(viewer, id))
+  }
+
+  /**
+   * Streams one part straight to storage. The part must be exactly the size its number calls for;
+   * re-sending a number replaces the earlier part. The first part is sniffed before any byte is
+   * stored, so content that contradicts the declared type is refused at once.
+   */
+  async uploadChunk(viewer: Viewer, id: string, partNumber: number, stream: Readable): Promise<UploadSessionView> {
+    let session: UploadSessionRow
+    try {
+      session = await this.owned(viewer, id)
+      this.assertReceiving(session)
+      if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > session.partCount) {
+        throw ValidationError.field(['partNumber'], `partNumber must be between 1 and ${session.partCount}`)
+      }
+    } catch (err) {
+      stream.resume()
+      throw err
+    }
+    const { storage, sessions, limits } = this.deps
+    const expected = expectedPartSize(session, partNumber)
+    const others = (await sessions.listParts(id)).filter((p) => p.partNumber !== partNumber).reduce((n, p) => n + p.size, 0)
+    const reporter = this.reporter(session)
+    const meter = new PartMeter(partNumber, expected, (n) => reporter.bytes(others + n))
+    const stages: (Readable | Transform)[] = [stream, meter]
+    if (partNumber === 1) {
+      const allowed = limits.allowSvg ? [...limits.allowedTypes, SVG_TYPE] : limits.allowedTypes
+      stages.push(
+        new UploadInspector({
+          maxBytes: () => expected,
+          accept: (t) => checkType(t, session.declaredType, allowed),
+          refineType: (head, t) => refineSvg(head, t, limits.allowSvg, limits.allowedTypes),
+        }),
+      )
+    }
+    const body = stages.at(-1) as Readable
+    let streamError: unknown
+    pipeline(stages as never, (err: unknown) => {
+      if (err) streamError = err
+    })
+    let stored: { etag: string; size: number }
+    try {
+      stored = await storage.uploadPart(session.storageKey, session.multipartUploadId, partNumber, body, expected)
+    } catch (err) {
+      body.destroy()
+      stream.resume()
+      const cause = meter.error ?? (streamError instanceof AppError ? streamError : undefined) ?? err
+      if (cause instanceof AppError) throw cause
+      if (cause instanceof ObjectNotFoundError) throw new ConflictError('The upload session no longer accepts parts')
+      this.deps.logger.warn({ err: cause, sessionId: id, partNumber }, 'storing an upload part failed')
+      throw new ServiceUnavailableError('Storage is unavailable, please send the part again', { cause })
+    }
+    if (stored.size !== expected) throw ValidationError.field(['chunk'], `Part ${partNumber} must be exactly ${expected} bytes (stored ${stored.size})`)
+    const recorded = await sessions.recordPart(id, { partNumber, etag: stored.etag, size: stored.size }, this.nextExpiry())
+    if (!recorded) throw new ConflictError('The upload session no longer accepts parts')
+    const view = await this.view((await sessions.findById(id))!)
+    reporter.bytes(view.bytesReceived)
+    return view
+  }
+
+  /**
+   * Assembles the parts, checks the total size, records the version and hands it to the pipeline
+   * (which verifies or computes the sha256). Completing twice returns the same file.
+   */
+  async complete(viewer: Viewer, id: string): Promise<{ file: FileRow; version: FileVersionRow }> {
+    const { sessions, storage, files, limits } = this.deps
+    const session = await this.owned(viewer, id)
+    if (session.status === 'completed') return this.completedResult(session)
+    this.assertReceiving(session)
+    const claimed = await sessions.transition(id, ['uploading'], 'completing')
+    if (!claimed) throw new ConflictError('The upload session is being completed or was aborted')
+
+    const parts = await sessions.listParts(id)
+    const have = new Set(parts.map((p) => p.partNumber))
+    const missing: number[] = []
+    for (let n = 1; n <= session.partCount && missing.length <= MAX_LISTED_PARTS; n++) if (!have.has(n)) missing.push(n)
+    if (missing.length > 0) {
+      await sessions.transition(id, ['completing'], 'uploading')
+      const list = missing.slice(0, MAX_LISTED_PARTS).join(', ') + (missing.length > MAX_LISTED_PARTS ? ', …' : '')
+      throw ValidationError.field(['sessionId'], `Parts missing: ${list} (of ${session.partCount})`)
+    }
+
+    let size: number
+    try {
+      size = (await storage.completeMultipartUpload(session.storageKey, session.multipartUploadId, parts.map((p) => ({ partNumber: p.partNumber, etag: p.etag })))).size
+    } catch (err) {
+      // A complete that succeeded before its answer was lost leaves the object and no multipart upload.
+      const head = err instanceof ObjectNotFoundError ? await storage.head(session.storageKey).catch(() => null) : null
+      if (!head) {
+        await sessions.transition(id, ['completing'], 'uploading')
+        if (err instanceof AppError) throw err
+        this.deps.logger.warn({ err, sessionId: id }, 'completing a multipart upload failed')
+        throw new ServiceUnavailableError('Storage is unavailable, please retry completing the upload', { cause: err })
+      }
+      size = head.size
+    }
+    if (size !== session.size) {
+      await this.failSession(session, `The assembled file has ${size} bytes, not the ${session.size} declared`)
+      throw ValidationError.field(['sessionId'], `The assembled file has ${size} bytes, not the ${session.size} declared`)
+    }
+
+    const version: NewFileVersion = {
+      id: session.versionId,
+      filename: session.filename,
+      status: 'processing',
+      mimeType: isGenericType(session.declaredType) ? 'application/octet-stream' : session.declaredType,
+      declaredType: session.declaredType,
+      size: session.size,
+      sha256: '',
+      originalSize: session.size,
+      originalSha256: session.sha256 ?? '',
+      storageKey: session.storageKey,
+      uploadId: session.id,
+      createdBy: viewer.id,
+    }
+    const steps = planSteps(isGenericType(session.declaredType) ? null : session.declaredType, limits)
+    // The session's reservation turns into the version in one transaction, so nothing is counted twice.
+    const quota = { ownerId: session.ownerId, limitBytes: limits.quotaBytes, addingBytes: session.size, excludeSessionId: session.id }
+    const afterInsert = (tx: Parameters<typeof sessions.markCompleted>[0]) => sessions.markCompleted(tx, session.id)
+    let result: { file: FileRow; version: FileVersionRow } | undefined
+    try {
+      result = session.targetFileId
+        ? await files.appendVersion(session.targetFileId, version, { makeCurrent: false, steps, quota, afterInsert })
+        : await files.createWithVersion({ id: session.fileId, ownerId: session.ownerId, filename: session.filename }, version, { steps, quota, afterInsert })
+    } catch (err) {
+      if (err instanceof QuotaExceededError) await this.failSession(session, err.message)
+      else await sessions.transition(id, ['completing'], 'uploading')
+      throw err
+    }
+    if (!result) {
+      await this.failSession(session, 'The file was deleted during the upload')
+      throw new NotFoundError('File', session.targetFileId ?? undefined)
+    }
+    if (session.targetFileId) await this.deps.invalidateFile(session.targetFileId)
+    this.deps.pipeline.kick(session.versionId)
+    return result
+  }
+
+  /** Aborts the session and removes its parts; aborting again is a no-op. */
+  async abort(viewer: Viewer, id: string): Promise<UploadSessionView> {
+    const { sessions, storage } = this.deps
+    const session = await this.owned(viewer, id)
+    if (session.status === 'aborted' || session.status === 'expired') return this.view(session)
+    const aborted = await sessions.transition(id, ['uploading', 'failed'], 'aborted')
+    if (!aborted) throw new ConflictError(`The upload session is ${session.status === 'completing' ? 'being completed' : session.status}`)
+    await storageCall(() => storage.abortMultipartUpload(session.storageKey, session.multipartUploadId))
+    await sessions.deleteParts(id)
+    await this.reporter(session).failed('The upload was aborted')
+    return this.view(aborted)
+  }
+
+  /** Aborts expired sessions' multipart uploads so no orphan parts are left; returns how many. */
+  async sweepExpired(limit = 100): Promise<number> {
+    const { sessions, storage, files, logger } = this.deps
+    const expired = await sessions.claimExpired(limit, STUCK_COMPLETING_MS)
+    for (const session of expired) {
+      try {
+        await storage.abortMultipartUpload(session.storageKey, session.multipartUploadId)
+        // A stuck complete may have assembled the object; unless a version took it over, it is an orphan.
+        if (!(await files.findVersionById(session.versionId))) await storage.delete(session.storageKey)
+        await sessions.deleteParts(session.id)
+        await this.reporter(session).failed('The upload session expired')
+      } catch (err) {
+        logger.warn({ err, sessionId: session.id }, 'could not clean up an expired upload session; retrying at the next sweep')
+        await sessions.transition(session.id, ['expired'], 'uploading').catch(() => {})
+      }
+    }
+    return expired.length
+  }
+
+  private async owned(viewer: Viewer, id: string): Promise<UploadSessionRow> {
+    const session = isUuid(id) ? await this.deps.sessions.findById(id) : undefined
+    // Someone else's session is "not found": ids must not be probeable.
+    if (!session || session.ownerId !== viewer.id) throw new NotFoundError('UploadSession', id)
+    return session
+  }
+
+  private assertReceiving(session: UploadSessionRow): void {
+    if (session.status === 'uploading' && session.expiresAt.getTime() <= Date.now()) throw new ConflictError('The upload session has expired')
+    if (session.status !== 'uploading') {
+      const state = session.status === 'completing' ? 'being completed' : session.status
+      throw new ConflictError(`The upload session is ${state}`)
+    }
+  }
+
+  private async completedResult(session: UploadSessionRow): Promise<{ file: FileRow; version: FileVersionRow }> {
+    const version = await this.deps.files.findVersionById(session.versionId)
+    const file = version && (await this.deps.files.findById(version.fileId))
+    if (!version || !file) throw new NotFoundError('File', session.fileId)
+    return { file, version }
+  }
+
+  private async failSession(session: UploadSessionRow, message: string): Promise<void> {
+    await this.deps.sessions.transition(session.id, ['completing', 'uploading'], 'failed', { error: message })
+    await this.deps.storage.delete(session.storageKey).catch(() => {})
+    await this.deps.storage.abortMultipartUpload(session.storageKey, session.multipartUploadId).catch(() => {})
+    await this.reporter(session).failed(message)
+  }
+
+  private async view(session: UploadSessionRow): Promise<UploadSessionView> {
+    const parts = await this.deps.sessions.listParts(session.id)
+    return { ...session, receivedParts: parts.map((p) => p.partNumber), bytesReceived: parts.reduce((n, p) => n + p.size, 0) }
+  }
+
+  private nextExpiry(): Date {
+    return new Date(Date.now() + this.deps.limits.sessionTtlHours * 3600_000)
+  }
+
+  /** Progress of a chunked upload goes out under its session id, which is its uploadId. */
+  private reporter(session: UploadSessionRow): UploadProgressReporter {
+    const declared = session.declaredType
+    const image = isGenericType(declared) || isImageType(declared)
+    const steps = 1 + planSteps(image ? null : declared, this.deps.limits).filter((s) => !s.skipped).length
+    return new UploadProgressReporter(this.deps.progress, {
+      ownerId: session.ownerId,
+      uploadId: session.id,
+      runId: session.versionId,
+      fileId: session.fileId,
+      steps,
+      bytesTotal: session.size,
+    })
+  }
+}
+
+/** Counts a part's bytes and refuses it as soon as it is longer, or at its end if shorter, than expected. */
+class PartMeter extends Transform {
+  bytes = 0
+  error: ValidationError | undefined
+
+  constructor(
+    private readonly partNumber: number,
+    private readonly expected: number,
+    private readonly onBytes: (n: number) => void,
+  ) {
+    super()
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length
+    if (this.bytes > this.expected) return callback(this.sizeError('more'))
+    this.onBytes(this.bytes)
+    callback(null, chunk)
+  }
+
+  override _flush(callback: TransformCallback): void {
+    callback(this.bytes === this.expected ? null : this.sizeError(String(this.bytes)))
+  }
+
+  private sizeError(received: string): ValidationError {
+    this.error = ValidationError.field(['chunk'], `Part ${this.partNumber} must be exactly ${this.expected} bytes (received ${received})`)
+    return this.error
+  }
+}

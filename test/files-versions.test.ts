@@ -1,0 +1,193 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { readdir } from 'node:fs/promises'
+import path from 'node:path'
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
+
+const UPLOAD = `mutation($file: Upload!, $input: UploadFileInput) { uploadFile(file: $file, input: $input) {
+  __typename ... on UploadFileSuccess { file { id currentVersion { number } } } ... on Error { message } ... on QuotaExceededError { limitBytes usedBytes } } }`
+const UPLOAD_VERSION = `mutation($id: ID!, $file: Upload!, $input: UploadFileInput) { uploadFileVersion(fileId: $id, file: $file, input: $input) {
+  __typename ... on UploadFileVersionSuccess { file { id currentVersion { number } } } ... on Error { message } } }`
+const RESTORE = `mutation($id: ID!, $v: Int!) { restoreFileVersion(fileId: $id, version: $v) {
+  __typename ... on RestoreFileVersionSuccess { file { currentVersion { number sha256 } } } ... on Error { message } } }`
+const DELETE_VERSION = `mutation($id: ID!, $v: Int!) { deleteFileVersion(fileId: $id, version: $v) {
+  __typename ... on DeleteFileVersionSuccess { file { versions { number } } } ... on Error { message } } }`
+const FILE = `query($id: ID!) { file(id: $id) { id sha256 url currentVersion { number } versions { number status sha256 } } }`
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+const pdf = (size: number) => Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(size - 9)])
+
+type FileView = { id: string; sha256: string; url: string; currentVersion: { number: number }; versions: { number: number; status: string; sha256: string }[] }
+
+function api(t: TestApp, token: string) {
+  return {
+    upload: async (content: Buffer, input?: Record<string, unknown>) => {
+      const r = await uploadThroughGraphql(t, token, UPLOAD, { file: null, input }, { filename: 'doc.pdf', contentType: 'application/pdf', content })
+      return (r.body.data as { uploadFile: { __typename: string; message?: string; file?: { id: string; currentVersion: { number: number } } } & Record<string, unknown> }).uploadFile
+    },
+    version: async (id: string, content: Buffer) => {
+      const r = await uploadThroughGraphql(t, token, UPLOAD_VERSION, { id, file: null }, { filename: 'doc.pdf', contentType: 'application/pdf', content })
+      return (r.body.data as { uploadFileVersion: { __typename: string; message?: string; file?: { currentVersion: { number: number } } } }).uploadFileVersion
+    },
+    restore: async (id: string, v: number) => (await t.gql<{ restoreFileVersion: { __typename: string; message?: string } }>(RESTORE, { id, v }, token)).data.restoreFileVersion,
+    deleteVersion: async (id: string, v: number) => (await t.gql<{ deleteFileVersion: { __typename: string; message?: string; file?: { versions: { number: number }[] } } }>(DELETE_VERSION, { id, v }, token)).data.deleteFileVersion,
+    file: async (id: string) => (await t.gql<{ file: FileView | null }>(FILE, { id }, token)).data.file,
+    remove: async (id: string) => t.gql('mutation($id: ID!) { deleteFile(id: $id) { __typename } }', { id }, token),
+  }
+}
+
+async function storedObjects(dataDir: string): Promise<string[]> {
+  const root = path.join(dataDir, 'files')
+  const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(() => [])
+  return entries.filter((e) => e.isFile() && !/(^|\/)\.(tmp|meta|multipart)(\/|$)/.test(path.relative(root, e.parentPath))).map((e) => path.join(path.relative(root, e.parentPath), e.name))
+}
+
+async function download(t: TestApp, url: string): Promise<Buffer> {
+  const res = await t.app.inject({ method: 'GET', url: url.slice('http://groundwork.test'.length) })
+  expect(res.statusCode).toBe(200)
+  return res.rawPayload
+}
+
+/** Every object's ref_count equals the versions that point at it. */
+async function refCountsConsistent(t: TestApp): Promise<boolean> {
+  const r = await t.app.db.db.execute(sql`
+    select count(*)::int as bad from file_objects o
+    where o.ref_count <> (select count(*) from file_versions v where v.object_id = o.id)`)
+  return (r.rows[0] as { bad: number }).bad === 0
+}
+
+describe('versions, deduplication and deletion', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp()
+  })
+  afterAll(() => t.close())
+
+  it('stores identical bytes once per owner, and keeps them until the last version using them is gone', async () => {
+    const a = api(t, t.token('user', 'dora'))
+    const content = pdf(20_000)
+    const before = await storedObjects(t.dataDir)
+    const first = await a.upload(content)
+    const second = await a.upload(content)
+    expect(await storedObjects(t.dataDir)).toHaveLength(before.length + 1)
+    await a.remove(first.file!.id)
+    const survivor = (await a.file(second.file!.id))!
+    expect(sha256(await download(t, survivor.url))).toBe(sha256(content))
+    await a.remove(second.file!.id)
+    expect(await storedObjects(t.dataDir)).toEqual(before)
+    expect(await refCountsConsistent(t)).toBe(true)
+  })
+
+  it('does not share bytes between owners', async () => {
+    const content = pdf(15_000)
+    const before = await storedObjects(t.dataDir)
+    await api(t, t.token('user', 'ann')).upload(content)
+    await api(t, t.token('user', 'ben')).upload(content)
+    expect(await storedObjects(t.dataDir)).toHaveLength(before.length + 2)
+  })
+
+  it('deletes a non-current version, refuses the current one, and hides versions of others', async () => {
+    const a = api(t, t.token('user', 'vic'))
+    const id = (await a.upload(pdf(3000))).file!.id
+    await a.version(id, pdf(3001))
+    await a.version(id, pdf(3002))
+    expect(await a.deleteVersion(id, 3)).toMatchObject({ __typename: 'ConflictError', message: expect.stringMatching(/current version cannot be deleted/) })
+    expect(await a.deleteVersion(id, 2)).toEqual({ __typename: 'DeleteFileVersionSuccess', file: { versions: [{ number: 3 }, { number: 1 }] } })
+    expect(await a.deleteVersion(id, 2)).toMatchObject({ __typename: 'NotFoundError' })
+    expect(await api(t, t.token('user', 'mallory')).deleteVersion(id, 1)).toMatchObject({ __typename: 'NotFoundError' })
+    // Numbers are never reused: the next version is 4, not 2.
+    expect((await a.version(id, pdf(3003))).file!.currentVersion.number).toBe(4)
+    expect(await a.restore(id, 2)).toMatchObject({ __typename: 'NotFoundError' })
+  })
+
+  it('keeps version numbers consistent under concurrent restores and uploads of one file', async () => {
+    const a = api(t, t.token('user', 'cam'))
+    const v1 = pdf(4000)
+    const id = (await a.upload(v1)).file!.id
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? a.restore(id, 1) : a.version(id, pdf(4100 + i)))))
+    expect(results.map((r) => r.__typename).every((n) => n.endsWith('Success'))).toBe(true)
+    const file = (await a.file(id))!
+    expect(file.versions.map((v) => v.number)).toEqual(Array.from({ length: 13 }, (_, i) => 13 - i))
+    expect(file.versions.every((v) => v.status === 'READY')).toBe(true)
+    expect(file.currentVersion.number).toBe(13)
+    expect(file.versions.filter((v) => v.sha256 === sha256(v1))).toHaveLength(7)
+    expect(await refCountsConsistent(t)).toBe(true)
+    const before = await storedObjects(t.dataDir)
+    await a.remove(id)
+    // The six restores shared version 1's object: 1 + 6 uploaded objects go.
+    expect(await storedObjects(t.dataDir)).toHaveLength(before.length - 7)
+  })
+})
+
+describe('version retention', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ env: { FILE_VERSIONS_KEEP: '2', FILE_VERSIONS_MAX_AGE_DAYS: '30' } })
+  })
+  afterAll(() => t.close())
+
+  it('keeps the newest N versions, and older ones while they are younger than D days', async () => {
+    const a = api(t, t.token('user', 'ret'))
+    const id = (await a.upload(pdf(2000))).file!.id
+    for (let i = 0; i < 3; i++) await a.version(id, pdf(2001 + i))
+    // All four are young: the age rule keeps the two beyond the newest two.
+    expect((await a.file(id))!.versions.map((v) => v.number)).toEqual([4, 3, 2, 1])
+    await t.app.db.db.execute(sql`update file_versions set created_at = now() - interval '40 days' where file_id = ${id} and number in (1, 3)`)
+    const before = await storedObjects(t.dataDir)
+    const swept = await t.app.services.files.sweeper.runOnce()
+    expect(swept.prunedVersions).toBe(1)
+    // Version 1 is old and not among the newest two; version 3 is old but among them; version 2 is young.
+    expect((await a.file(id))!.versions.map((v) => v.number)).toEqual([4, 3, 2])
+    expect(await storedObjects(t.dataDir)).toHaveLength(before.length - 1)
+  })
+
+  it('never prunes the current version, however old', async () => {
+    const a = api(t, t.token('user', 'old'))
+    const id = (await a.upload(pdf(2100))).file!.id
+    await t.app.db.db.execute(sql`update file_versions set created_at = now() - interval '400 days' where file_id = ${id}`)
+    await t.app.services.files.sweeper.runOnce()
+    expect((await a.file(id))!.versions.map((v) => v.number)).toEqual([1])
+  })
+})
+
+describe('version retention by count alone', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ env: { FILE_VERSIONS_KEEP: '2' } })
+  })
+  afterAll(() => t.close())
+
+  it('prunes beyond the newest N as soon as a new version is ready', async () => {
+    const a = api(t, t.token('user', 'cnt'))
+    const id = (await a.upload(pdf(2500))).file!.id
+    for (let i = 0; i < 3; i++) await a.version(id, pdf(2501 + i))
+    expect((await a.file(id))!.versions.map((v) => v.number)).toEqual([4, 3])
+  })
+})
+
+describe('per-user quota', () => {
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ env: { UPLOAD_QUOTA_BYTES: '10000' } })
+  })
+  afterAll(() => t.close())
+
+  it('counts every version and refuses what would exceed the quota before storing it', async () => {
+    const a = api(t, t.token('user', 'qua'))
+    const id = (await a.upload(pdf(3000))).file!.id
+    await a.version(id, pdf(3000))
+    await a.version(id, pdf(3000))
+    const before = await storedObjects(t.dataDir)
+    // Announced size: refused before a byte is read.
+    expect(await a.upload(pdf(3000), { size: 3000 })).toMatchObject({ __typename: 'QuotaExceededError', limitBytes: 10000, usedBytes: 9000 })
+    // Unannounced: refused as soon as the stream passes what is left.
+    expect(await a.upload(pdf(3000))).toMatchObject({ __typename: 'QuotaExceededError' })
+    expect(await a.restore(id, 1)).toMatchObject({ __typename: 'QuotaExceededError' })
+    expect(await storedObjects(t.dataDir)).toEqual(before)
+    expect((await a.upload(pdf(900))).__typename).toBe('UploadFileSuccess')
+    // Deleting a version frees its bytes.
+    expect((await a.deleteVersion(id, 1)).__typename).toBe('DeleteFileVersionSuccess')
+    expect((await a.upload(pdf(2000))).__typename).toBe('UploadFileSuccess')
+  })
+})
