@@ -1,0 +1,229 @@
+/**
+ * What comes back after sending: one-click unsubscribes, and delivery events (delivered, bounced,
+ * complained) that the tracking/webhook work will feed in by provider id. Each is a monotonic state
+ * change with its counters in the same statement, the address joins the global suppression list
+ * where it should, and the campaign pauses itself when its bounce or complaint rate gets too high.
+ */
+import { sql } from 'drizzle-orm'
+import type { Database } from '../../infra/db/client'
+import type { CampaignStatsPublisher } from './campaign-stats'
+import type { UnsubscribeLinks } from './unsubscribe-links'
+
+export interface AutoPauseThresholds {
+  bounceRate: number
+  complaintRate: number
+  /** Accepted emails before rates are judged. */
+  minSent: number
+}
+
+export type DeliveryEvent = 'delivered' | 'bounced' | 'complained' | 'failed' | 'suppressed'
+
+/**
+ * The states a provider event can move an accepted recipient to, lowest first. A recipient only
+ * ever moves up, so the same events in any order, repeated or not, end in the same state: a late
+ * `delivered` never overrides a bounce.
+ */
+const DELIVERY_ORDER = ['accepted', 'delivered', 'failed', 'suppressed', 'bounced', 'complained'] as const
+
+/** The campaign_stats counters each state is counted in (a complaint implies delivery). */
+const COUNTED_IN: Record<'sent' | 'delivered' | 'bounced' | 'complained' | 'failed' | 'suppressed', readonly string[]> = {
+  sent: ['accepted', 'delivered', 'bounced', 'complained'],
+  delivered: ['delivered', 'complained'],
+  bounced: ['bounced'],
+  complained: ['complained'],
+  failed: ['failed'],
+  suppressed: ['suppressed'],
+}
+
+/** How an event finds its recipient: the provider id recorded at send time, or the tags the email carried. */
+export interface DeliveryTarget {
+  providerId?: string | null
+  recipientId?: number | null
+  campaignId?: string | null
+}
+
+/**
+ * `pending`: the recipient exists but its send is not recorded yet (the event overtook the
+ * provider's answer); `unknown`: no recipient matches.
+ */
+export interface DeliveryOutcome {
+  status: 'changed' | 'unchanged' | 'pending' | 'unknown'
+  recipientId?: number
+  campaignId?: string
+  previous?: string
+}
+
+export interface DeliveryOptions {
+  /** Kept as the recipient's reason (a bounce message, say). */
+  reason?: string | null
+  /** The suppression reason for a `suppressed` event; default `bounced`. */
+  suppressAs?: 'bounced' | 'complained'
+  /** Runs in the same transaction once the recipient is found and settled, so the caller's bookkeeping commits with it or not at all. */
+  within?: (tx: Database, outcome: DeliveryOutcome) => Promise<void>
+}
+
+export interface UnsubscribeOutcome {
+  ok: boolean
+  reason?: 'invalid' | 'expired' | 'unknown'
+  email?: string
+}
+
+export interface RecipientFeedbackDeps {
+  db: Database
+  links: UnsubscribeLinks
+  stats: CampaignStatsPublisher
+  thresholds: AutoPauseThresholds
+  /** Told once per recipient, after the first unsubscribe committed (tracking counts it in its timeline). */
+  onUnsubscribed?: (recipientId: number) => void
+}
+
+export class RecipientFeedbackService {
+  constructor(private readonly deps: RecipientFeedbackDeps) {}
+
+  /** For the confirmation page: whose link this is, without changing anything (mail scanners follow GET links). */
+  async describeUnsubscribe(token: string): Promise<UnsubscribeOutcome> {
+    const verified = this.deps.links.verify(token)
+    if (!verified.ok) return { ok: false, reason: verified.reason }
+    const result = await this.deps.db.execute<{ email: string }>(sql`select email from campaign_recipients where id = ${verified.recipientId}`)
+    const email = result.rows[0]?.email
+    return email ? { ok: true, email } : { ok: false, reason: 'unknown' }
+  }
+
+  /**
+   * Unsubscribes the recipient's address everywhere: the global suppression list, every contact
+   * with that address, and the queued rows of campaigns still sending. Repeating it changes nothing.
+   */
+  async unsubscribe(token: string): Promise<UnsubscribeOutcome> {
+    const verified = this.deps.links.verify(token)
+    if (!verified.ok) return { ok: false, reason: verified.reason }
+    const { db } = this.deps
+    const outcome = await db.transaction(async (tx) => {
+      const found = await tx.execute<{ id: string; email: string; campaign_id: string; first: boolean }>(sql`
+        with target as (select id, email, campaign_id, unsubscribed_at from campaign_recipients where id = ${verified.recipientId}),
+        marked as (
+          update campaign_recipients r set unsubscribed_at = now(), updated_at = now()
+          from target where r.id = target.id and target.unsubscribed_at is null
+          returning r.campaign_id
+        ), counted as (
+          update campaign_stats s set unsubscribed = unsubscribed + 1, updated_at = now()
+          from marked where s.campaign_id = marked.campaign_id
+          returning 1
+        )
+        select id, email, campaign_id, exists (select 1 from marked) as first from target`)
+      const row = found.rows[0]
+      if (!row) return null
+      await suppressAddress(tx as unknown as Database, row.email, 'unsubscribed', `campaign:${row.campaign_id}`)
+      return row
+    })
+    if (!outcome) return { ok: false, reason: 'unknown' }
+    if (outcome.first) this.deps.onUnsubscribed?.(Number(outcome.id))
+    this.deps.stats.changed(outcome.campaign_id)
+    return { ok: true, email: outcome.email }
+  }
+
+  /**
+   * Applies a provider event to the recipient it was sent to. Monotonic: a late `delivered` after a
+   * bounce, or any duplicate, changes nothing. Returns false when nothing changed.
+   */
+  async recordDeliveryEvent(target: string | DeliveryTarget, event: DeliveryEvent, options: DeliveryOptions = {}): Promise<boolean> {
+    return (await this.applyDeliveryEvent(typeof target === 'string' ? { providerId: target } : target, event, options)).status === 'changed'
+  }
+
+  /** recordDeliveryEvent, saying what happened; for the webhook processing. */
+  async applyDeliveryEvent(target: DeliveryTarget, event: DeliveryEvent, options: DeliveryOptions = {}): Promise<DeliveryOutcome> {
+    const { db } = this.deps
+    const from = DELIVERY_ORDER.slice(0, DELIVERY_ORDER.indexOf(event))
+    const providerId = target.providerId ?? null
+    const delta = (counter: keyof typeof COUNTED_IN) =>
+      sql`${COUNTED_IN[counter].includes(event) ? 1 : 0} - case when t.status::text = any(${sql.param(COUNTED_IN[counter])}::text[]) then 1 else 0 end`
+    const outcome = await db.transaction(async (tx) => {
+      // By tags only while no provider id is recorded, or for the same one: a re-sent recipient has a new id, and events of the old email are not its own.
+      const result = await tx.execute<{ id: string; campaign_id: string; email: string; previous: string; changed: number }>(sql`
+        with target as (
+          select id, campaign_id, email, status from campaign_recipients
+          where provider_id = ${providerId}
+             or (id = ${target.recipientId ?? null} and campaign_id = ${target.campaignId ?? null} and (provider_id is null or provider_id = ${providerId}))
+          limit 1
+          for update
+        ), updated as (
+          update campaign_recipients r set status = ${event}::campaign_recipient_status, updated_at = now(), reason = coalesce(${options.reason ?? null}, r.reason)
+          from target where r.id = target.id and target.status::text = any(${sql.param([...from])}::text[])
+          returning r.id
+        ), counted as (
+          update campaign_stats s set
+            sent = sent + ${delta('sent')}, delivered = delivered + ${delta('delivered')}, bounced = bounced + ${delta('bounced')},
+            complained = complained + ${delta('complained')}, failed = failed + ${delta('failed')}, suppressed = suppressed + ${delta('suppressed')},
+            updated_at = now()
+          from target t where s.campaign_id = t.campaign_id and exists (select 1 from updated)
+          returning 1
+        )
+        select t.id, t.campaign_id, t.email, t.status::text as previous, (select count(*) from updated)::int as changed, (select count(*) from counted) as c
+        from target t`)
+      const row = result.rows[0]
+      if (!row) return { status: 'unknown' } as DeliveryOutcome
+      const found = { recipientId: Number(row.id), campaignId: row.campaign_id, previous: row.previous }
+      if (row.previous === 'queued' || row.previous === 'sending') return { status: 'pending', ...found } as DeliveryOutcome
+      const settled: DeliveryOutcome = { status: Number(row.changed) > 0 ? 'changed' : 'unchanged', ...found }
+      if (settled.status === 'changed' && (event === 'bounced' || event === 'complained' || event === 'suppressed')) {
+        await suppressAddress(tx as unknown as Database, row.email, event === 'suppressed' ? (options.suppressAs ?? 'bounced') : event, `campaign:${row.campaign_id}`)
+      }
+      await options.within?.(tx as unknown as Database, settled)
+      return settled
+    })
+    if (outcome.status !== 'changed') return outcome
+    this.deps.stats.changed(outcome.campaignId!)
+    if (event === 'bounced' || event === 'complained') await this.checkAutoPause(outcome.campaignId!)
+    return outcome
+  }
+
+  /** Pauses a sending campaign whose bounce or complaint rate is over its threshold; the reason is kept on the campaign. */
+  async checkAutoPause(campaignId: string): Promise<boolean> {
+    const { bounceRate, complaintRate, minSent } = this.deps.thresholds
+    const result = await this.deps.db.execute<{ sent: number; bounced: number; complained: number }>(sql`
+      select sent, bounced, complained from campaign_stats where campaign_id = ${campaignId}`)
+    const stats = result.rows[0]
+    if (!stats) return false
+    const sent = Number(stats.sent)
+    if (sent === 0 || sent < minSent) return false
+    const bounces = Number(stats.bounced) / sent
+    const complaints = Number(stats.complained) / sent
+    let reason: string | null = null
+    if (bounces > bounceRate) reason = `Bounce rate ${percent(bounces)} is above the ${percent(bounceRate)} limit (${stats.bounced} of ${sent})`
+    else if (complaints > complaintRate) reason = `Complaint rate ${percent(complaints)} is above the ${percent(complaintRate)} limit (${stats.complained} of ${sent})`
+    if (!reason) return false
+    const paused = await this.deps.db.execute(sql`
+      update campaigns set status = 'paused', pause_reason = ${`Auto-paused: ${reason}`}, updated_at = now()
+      where id = ${campaignId} and status = 'sending'
+      returning id`)
+    if (paused.rows.length === 0) return false
+    await this.deps.stats.stateChanged(campaignId)
+    return true
+  }
+}
+
+/**
+ * Suppresses an address globally and takes it out of everything still waiting to go: contacts are
+ * marked, and queued recipients not yet in a batch become `suppressed` (a formed batch is left
+ * alone, since its payload is fixed under its idempotency key).
+ */
+export async function suppressAddress(db: Database, email: string, reason: 'unsubscribed' | 'bounced' | 'complained' | 'manual', source: string): Promise<void> {
+  const lower = email.toLowerCase()
+  await db.execute(sql`insert into suppressions (email, reason, source) values (${lower}, ${reason}, ${source}) on conflict (email) do nothing`)
+  if (reason !== 'manual') {
+    await db.execute(sql`update contacts set status = ${reason}::contact_status, updated_at = now() where lower(email) = ${lower} and status = 'subscribed'`)
+  }
+  await db.execute(sql`
+    with dropped as (
+      update campaign_recipients set status = 'suppressed', reason = ${reason}, updated_at = now()
+      where campaign_id in (select id from campaigns where status in ('sending', 'paused'))
+        and lower(email) = ${lower} and status = 'queued' and batch_id is null
+      returning campaign_id
+    )
+    update campaign_stats s set queued = queued - d.n, suppressed = suppressed + d.n, updated_at = now()
+    from (select campaign_id, count(*)::int as n from dropped group by campaign_id) d
+    where s.campaign_id = d.campaign_id`)
+}
+
+function percent(fraction: number): string {
+  return `${Math.round(fraction * 10_000) / 100}%`
+}

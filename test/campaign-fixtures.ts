@@ -1,0 +1,123 @@
+/**
+ * Seed helpers for the campaign tests: a published marketing template, an audience with contacts,
+ * and campaigns, all through the real GraphQL API.
+ */
+import type { TestApp } from './helpers/app'
+
+export const TEMPLATE_FIELDS = `
+  id name kind subject html text latestVersion
+  variables { name required fallback }
+  versions { version subject html text textGenerated }
+`
+
+export const CAMPAIGN_FIELDS = `
+  id name status pauseReason from replyTo sendAt startedAt completedAt
+  templateVersion { version }
+  stats { total queued sent delivered bounced complained failed suppressed unsubscribed deliveryRate bounceRate status }
+`
+
+export const MARKETING_HTML = '<p>Hi {{name}}, news for {{company}}.</p><p><a href="{{unsubscribeUrl}}">Unsubscribe</a></p>'
+
+export interface GqlError {
+  __typename: string
+  message: string
+  problems?: { part: string; line: number | null; column: number | null; message: string }[]
+  fieldErrors?: { path: string[]; message: string }[]
+  variables?: string[]
+}
+
+export function expectData<T>(res: { data: T; errors?: unknown[] }): T {
+  if (res.errors) throw new Error(`GraphQL errors: ${JSON.stringify(res.errors)}`)
+  return res.data
+}
+
+export async function createPublishedTemplate(
+  t: TestApp,
+  admin: string,
+  overrides: Partial<{ html: string; subject: string; text: string; variables: { name: string; required?: boolean; fallback?: string }[] }> = {},
+): Promise<string> {
+  const created = expectData(
+    await t.gql<{ createEmailTemplate: { emailTemplate?: { id: string } } & GqlError }>(
+      `mutation($input: CreateEmailTemplateInput!) { createEmailTemplate(input: $input) {
+        __typename ... on EmailTemplateSuccess { emailTemplate { id } } ... on Error { message } } }`,
+      {
+        input: {
+          name: 'Newsletter',
+          kind: 'MARKETING',
+          subject: overrides.subject ?? 'News for {{name}}',
+          html: overrides.html ?? MARKETING_HTML,
+          text: overrides.text,
+          variables: overrides.variables ?? [{ name: 'company', required: false, fallback: 'your team' }],
+        },
+      },
+      admin,
+    ),
+  )
+  const id = created.createEmailTemplate.emailTemplate?.id
+  if (!id) throw new Error(`createEmailTemplate failed: ${JSON.stringify(created)}`)
+  const published = expectData(
+    await t.gql<{ publishEmailTemplate: { __typename: string } }>(
+      'mutation($id: ID!) { publishEmailTemplate(id: $id) { __typename ... on Error { message } } }',
+      { id },
+      admin,
+    ),
+  )
+  if (published.publishEmailTemplate.__typename !== 'EmailTemplateSuccess') throw new Error(`publish failed: ${JSON.stringify(published)}`)
+  return id
+}
+
+export async function createAudience(t: TestApp, admin: string, name = 'Customers'): Promise<string> {
+  const res = expectData(
+    await t.gql<{ createAudience: { audience: { id: string } } }>(
+      'mutation($input: CreateAudienceInput!) { createAudience(input: $input) { ... on AudienceSuccess { audience { id } } } }',
+      { input: { name } },
+      admin,
+    ),
+  )
+  return res.createAudience.audience.id
+}
+
+export async function addContacts(
+  t: TestApp,
+  admin: string,
+  audienceId: string,
+  contacts: { email: string; name?: string; attributes?: Record<string, unknown> }[],
+) {
+  const res = expectData(
+    await t.gql<{ addContacts: { __typename: string; report?: { added: number; problems: { index: number; email: string; code: string; message: string }[] } } }>(
+      `mutation($id: ID!, $contacts: [ContactInput!]!) { addContacts(audienceId: $id, contacts: $contacts) {
+        __typename ... on AddContactsSuccess { report { added problems { index email code message } } } ... on Error { message } } }`,
+      { id: audienceId, contacts },
+      admin,
+    ),
+  )
+  return res.addContacts
+}
+
+export async function createCampaign(t: TestApp, admin: string, input: Record<string, unknown>): Promise<string> {
+  const res = expectData(
+    await t.gql<{ createCampaign: { __typename: string; campaign?: { id: string }; message?: string } }>(
+      'mutation($input: CreateCampaignInput!) { createCampaign(input: $input) { __typename ... on CampaignSuccess { campaign { id } } ... on Error { message } } }',
+      { input: { name: 'Spring news', ...input } },
+      admin,
+    ),
+  )
+  if (!res.createCampaign.campaign) throw new Error(`createCampaign failed: ${JSON.stringify(res)}`)
+  return res.createCampaign.campaign.id
+}
+
+export async function campaignAction(t: TestApp, admin: string, action: string, id: string) {
+  const res = expectData(
+    await t.gql<Record<string, { __typename: string; message?: string; campaign?: Record<string, unknown> & { status: string } }>>(
+      `mutation($id: ID!) { ${action}(id: $id) { __typename ... on CampaignSuccess { campaign { ${CAMPAIGN_FIELDS} } } ... on Error { message } } }`,
+      { id },
+      admin,
+    ),
+  )
+  return res[action]!
+}
+
+export async function getCampaign(t: TestApp, admin: string, id: string) {
+  const res = expectData(await t.gql<{ campaign: Record<string, unknown> & { status: string; stats: Record<string, number | string> } }>(`query($id: ID!) { campaign(id: $id) { ${CAMPAIGN_FIELDS} } }`, { id }, admin))
+  return res.campaign
+}
