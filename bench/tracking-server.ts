@@ -1,0 +1,55 @@
+/**
+ * The server side of bench/tracking.bench.ts, in a process of its own so that autocannon (in the
+ * parent) and the servers do not share an event loop. It runs, on two ports:
+ *   - the real app, built as the tests build it (PostgreSQL, Redis, rate limiting, metrics...);
+ *   - a bare Fastify with two routes answering the same GIF and the same kind of 302, the baseline.
+ * It reports its ports over IPC and answers `stats` requests with the tracking buffer's counters.
+ */
+import Fastify from 'fastify'
+import { buildApp } from '../src/app'
+import { loadConfig } from '../src/config'
+
+const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64')
+
+async function main(): Promise<void> {
+  const config = loadConfig({
+    DATA_DIR: process.env.BENCH_DATA_DIR,
+    DATABASE_URL: process.env.BENCH_DATABASE_URL,
+    REDIS_URL: process.env.BENCH_REDIS_URL,
+    REDIS_KEY_PREFIX: process.env.BENCH_REDIS_PREFIX,
+    SIGNING_SECRET: process.env.BENCH_SIGNING_SECRET,
+    JWT_SECRET: 'bench-secret-bench-secret-bench-secret-01',
+    PUBLIC_URL: 'http://groundwork.bench',
+    RESEND_WEBHOOK_SECRET: process.env.BENCH_WEBHOOK_SECRET,
+    WORKERS_ENABLED: 'false',
+    GRAPHIQL: 'false',
+    // The per-IP limit stays on (its Redis round trip is part of the cost), set above what one client sends.
+    TRACKING_RATE_LIMIT_MAX: '10000000',
+    TRACKING_WEBHOOK_CONCURRENCY: process.env.BENCH_WEBHOOK_CONCURRENCY ?? '4',
+  })
+  const app = await buildApp(config, { logger: false })
+  const appAddress = await app.listen({ host: '127.0.0.1', port: 0 })
+
+  const bare = Fastify({ logger: false })
+  bare.get('/pixel.gif', (_request, reply) => {
+    void reply.code(200).headers({ 'content-type': 'image/gif', 'cache-control': 'no-store' }).send(GIF)
+  })
+  bare.get('/redirect', (_request, reply) => {
+    void reply.code(302).header('location', 'https://shop.example.com/sale?x=1&y=2').send()
+  })
+  const bareAddress = await bare.listen({ host: '127.0.0.1', port: 0 })
+
+  process.on('message', (msg: { type: string }) => {
+    if (msg.type === 'stats') {
+      void app.services.tracking.flush().then(() => process.send!({ type: 'stats', stats: app.services.tracking.buffer.stats() }))
+    } else if (msg.type === 'stop') {
+      void Promise.all([app.close(), bare.close()]).then(() => process.exit(0))
+    }
+  })
+  process.send!({ type: 'ready', app: appAddress, bare: bareAddress })
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`tracking bench server failed: ${err instanceof Error ? err.stack : String(err)}\n`)
+  process.exit(1)
+})

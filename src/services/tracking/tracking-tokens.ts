@@ -1,0 +1,96 @@
+/**
+ * The signed tokens in tracking links. Each kind is signed under a purpose of its own, so a token
+ * of one kind (or a download or unsubscribe signature) is never accepted as another. Tokens are
+ * dot-separated and URL-safe, and a pure function of their inputs, so a re-sent batch renders
+ * byte-identical emails.
+ *
+ *   open        <recipient>.<exp>.<sig>
+ *   click       <recipient>.<link>.<exp>.<sig>.<base64url(destination)>
+ *   conversion  <recipient>.<link>.<clickedAt>.<sig>   (minted by the click, carried forward by the app)
+ */
+import type { UrlSigner } from '../../infra/storage/signed-url'
+import { safeUrl } from '../../lib/escape'
+
+const OPEN = 'tracking-open'
+const CLICK = 'tracking-click'
+const CONVERSION = 'tracking-conversion'
+
+const OPEN_TOKEN = /^(\d{1,18})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/
+const CLICK_TOKEN = /^(\d{1,18})\.(\d{1,5})\.(\d{1,15})\.([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{1,3000})$/
+const CONVERSION_TOKEN = /^(\d{1,18})\.(\d{1,5})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/
+
+/** Longest destination a link may carry; longer ones are left untracked rather than truncated. */
+export const MAX_TRACKED_URL_LENGTH = 2048
+/** A conversion token outlives any sensible attribution window; the window itself is checked on use. */
+const CONVERSION_TOKEN_TTL_SECONDS = 400 * 24 * 60 * 60
+
+export type TokenFailure = { ok: false; reason: 'invalid' | 'expired' }
+export type OpenToken = { ok: true; recipientId: number } | TokenFailure
+export type ClickToken = { ok: true; recipientId: number; linkIndex: number; url: string } | TokenFailure
+export type ConversionToken = { ok: true; recipientId: number; linkIndex: number; clickedAt: number } | TokenFailure
+
+export interface TrackingTokens {
+  openToken(recipientId: number, exp: number): string
+  clickToken(recipientId: number, linkIndex: number, url: string, exp: number): string
+  conversionToken(recipientId: number, linkIndex: number, clickedAtSeconds: number): string
+  verifyOpen(token: string): OpenToken
+  verifyClick(token: string): ClickToken
+  verifyConversion(token: string): ConversionToken
+}
+
+export function createTrackingTokens(signer: UrlSigner): TrackingTokens {
+  const sig = (params: Record<string, string>, exp: number) => signer.sign(params, exp).get('sig')!
+  return {
+    openToken(recipientId, exp) {
+      return `${recipientId}.${exp}.${sig({ purpose: OPEN, r: String(recipientId) }, exp)}`
+    },
+    clickToken(recipientId, linkIndex, url, exp) {
+      const signature = sig({ purpose: CLICK, r: String(recipientId), l: String(linkIndex), u: url }, exp)
+      return `${recipientId}.${linkIndex}.${exp}.${signature}.${Buffer.from(url, 'utf8').toString('base64url')}`
+    },
+    conversionToken(recipientId, linkIndex, clickedAt) {
+      const signature = sig({ purpose: CONVERSION, r: String(recipientId), l: String(linkIndex), t: String(clickedAt) }, clickedAt + CONVERSION_TOKEN_TTL_SECONDS)
+      return `${recipientId}.${linkIndex}.${clickedAt}.${signature}`
+    },
+    verifyOpen(token) {
+      const m = OPEN_TOKEN.exec(token)
+      if (!m) return { ok: false, reason: 'invalid' }
+      const verified = signer.verify({ purpose: OPEN, r: m[1]!, exp: m[2]!, sig: m[3]! })
+      return verified.ok ? { ok: true, recipientId: Number(m[1]) } : verified
+    },
+    verifyClick(token) {
+      const m = CLICK_TOKEN.exec(token)
+      if (!m) return { ok: false, reason: 'invalid' }
+      const url = decodeUrl(m[5]!)
+      if (url === null) return { ok: false, reason: 'invalid' }
+      const verified = signer.verify({ purpose: CLICK, r: m[1]!, l: m[2]!, u: url, exp: m[3]!, sig: m[4]! })
+      // Signed by us, so already a normalised web URL; checked again so a leaked key still cannot make a javascript: redirect.
+      if (verified.ok && webUrl(url) !== url) return { ok: false, reason: 'invalid' }
+      return verified.ok ? { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), url } : verified
+    },
+    verifyConversion(token) {
+      const m = CONVERSION_TOKEN.exec(token)
+      if (!m) return { ok: false, reason: 'invalid' }
+      const clickedAt = Number(m[3])
+      const verified = signer.verify({ purpose: CONVERSION, r: m[1]!, l: m[2]!, t: m[3]!, exp: String(clickedAt + CONVERSION_TOKEN_TTL_SECONDS), sig: m[4]! })
+      return verified.ok ? { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), clickedAt } : verified
+    },
+  }
+}
+
+function decodeUrl(encoded: string): string | null {
+  const bytes = Buffer.from(encoded, 'base64url')
+  // Buffer.from skips what it cannot decode: the round trip makes the encoding strict.
+  if (bytes.toString('base64url') !== encoded) return null
+  const url = bytes.toString('utf8')
+  return url.length > 0 && url.length <= MAX_TRACKED_URL_LENGTH ? url : null
+}
+
+/**
+ * The URL normalised (ASCII only, so it fits a Location header) when it is a plain http(s) URL,
+ * else null: no credentials (`https://bank@evil`), control characters or backslashes.
+ */
+export function webUrl(url: string): string | null {
+  if (!/^https?:\/\//i.test(url)) return null
+  return safeUrl(url, { allowedProtocols: ['http:', 'https:'] })
+}

@@ -1,0 +1,203 @@
+/**
+ * Applies stored webhook rows after the provider has its answer. The route kicks a drain right
+ * after answering; with workers enabled a poll also picks up what a crash, a restart or a retry
+ * left behind. Each row's effect and its `done` mark commit together, so a row is applied once.
+ */
+import { sql } from 'drizzle-orm'
+import type { Database } from '../../infra/db/client'
+import type { DeliveryEvent, DeliveryOutcome, DeliveryTarget, RecipientFeedbackService } from '../campaigns/recipient-feedback'
+import { suppressAddress } from '../campaigns/recipient-feedback'
+import { writeHitsIn, type WriteOptions } from './engagement-writer'
+import { EventType, type EventTypeCode } from './event-types'
+import { RollupTally } from './rollup-tally'
+import { claimWebhookEvents, FencedError, finishWebhookEvent, retryWebhookEvent, type InboxRow } from './webhook-inbox'
+
+export interface WebhookProcessorDeps {
+  db: Database
+  feedback: Pick<RecipientFeedbackService, 'applyDeliveryEvent'>
+  write: WriteOptions
+  notify: (campaignId: string) => void
+  /** Rows applied in parallel by one instance. */
+  concurrency?: number
+  leaseMs?: number
+  pollMs?: number
+  logger?: { warn(obj: Record<string, unknown>, msg?: string): void; error(obj: Record<string, unknown>, msg?: string): void }
+}
+
+const STATE_EVENTS: Partial<Record<EventTypeCode, DeliveryEvent>> = {
+  [EventType.delivered]: 'delivered',
+  [EventType.bounced]: 'bounced',
+  [EventType.complained]: 'complained',
+  [EventType.failed]: 'failed',
+  [EventType.suppressed]: 'suppressed',
+}
+
+/** The event overtook the provider's answer to our send: by then the send is normally recorded. */
+const RETRY_DELAYS_MS = [5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000]
+/** Tagged as ours but matching no recipient (yet): a few tries, then it is not ours after all. */
+const UNMATCHED_ATTEMPTS = 4
+const CLAIM_BATCH = 50
+
+type Recipient = { status: 'found'; recipientId: number; campaignId: string } | { status: 'pending' | 'unknown' }
+
+export class WebhookProcessor {
+  private readonly concurrency: number
+  private readonly leaseMs: number
+  private draining: Promise<number> | null = null
+  private again = false
+  private timer: NodeJS.Timeout | null = null
+  private stopped = false
+
+  constructor(private readonly deps: WebhookProcessorDeps) {
+    this.concurrency = Math.max(1, deps.concurrency ?? 4)
+    this.leaseMs = deps.leaseMs ?? 60_000
+  }
+
+  /** Drains soon, without waiting; a kick during a drain makes it look again before it ends. */
+  kick(): void {
+    if (this.stopped) return
+    if (this.draining) {
+      this.again = true
+      return
+    }
+    void this.drain().catch((err: unknown) => this.deps.logger?.error({ err }, 'webhook processing failed'))
+  }
+
+  /** Applies every due row; resolves with how many rows were handled. */
+  drain(): Promise<number> {
+    if (this.draining) return this.draining
+    this.draining = (async () => {
+      let handled = 0
+      do {
+        this.again = false
+        for (;;) {
+          const rows = await claimWebhookEvents(this.deps.db, CLAIM_BATCH, this.leaseMs)
+          if (rows.length === 0) break
+          handled += rows.length
+          await this.processAll(rows)
+        }
+      } while (this.again && !this.stopped)
+      return handled
+    })().finally(() => {
+      this.draining = null
+    })
+    return this.draining
+  }
+
+  /** Polls for rows left by crashes, restarts and retries (workers only). */
+  start(): void {
+    if (this.timer) return
+    this.stopped = false
+    this.timer = setInterval(() => this.kick(), this.deps.pollMs ?? 5_000)
+    this.timer.unref()
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+    await this.draining?.catch(() => 0)
+  }
+
+  private async processAll(rows: InboxRow[]): Promise<void> {
+    let next = 0
+    const lane = async () => {
+      while (next < rows.length) await this.process(rows[next++]!)
+    }
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, rows.length) }, lane))
+  }
+
+  private async process(row: InboxRow): Promise<void> {
+    try {
+      const state = STATE_EVENTS[row.type]
+      const outcome = state ? await this.applyState(row, state) : await this.applyCount(row)
+      if (outcome === 'pending' || outcome === 'unknown') await this.unmatched(row, outcome)
+    } catch (err) {
+      if (err instanceof FencedError) return
+      this.deps.logger?.warn({ err, webhookEventId: row.id, attempts: row.attempts }, 'webhook event not applied; will retry')
+      await retryWebhookEvent(this.deps.db, row, this.delay(row), err instanceof Error ? err.message : String(err), row.attempts >= RETRY_DELAYS_MS.length).catch(() => {})
+    }
+  }
+
+  /** Delivered, bounced, complained, failed, suppressed: a monotonic state change with its bookkeeping in one transaction. */
+  private async applyState(row: InboxRow, event: DeliveryEvent): Promise<DeliveryOutcome['status']> {
+    const outcome = await this.deps.feedback.applyDeliveryEvent(this.target(row), event, {
+      reason: row.detail,
+      suppressAs: row.detail && /complain/i.test(row.detail) ? 'complained' : 'bounced',
+      within: async (tx, settled) => {
+        await this.appendEvent(tx, row, settled.recipientId!, settled.campaignId!, settled.status === 'changed')
+        await finishWebhookEvent(tx, row)
+      },
+    })
+    return outcome.status
+  }
+
+  /** Delayed deliveries, soft bounces, provider-tracked opens and clicks: counted, no state. */
+  private async applyCount(row: InboxRow): Promise<'changed' | 'pending' | 'unknown'> {
+    const recipient = await this.findRecipient(row)
+    if (recipient.status !== 'found') return recipient.status
+    await this.deps.db.transaction(async (txn) => {
+      const tx = txn as unknown as Database
+      if (row.type === EventType.open || row.type === EventType.click) {
+        await writeHitsIn(tx, [{ type: row.type, recipientId: recipient.recipientId, at: row.occurredAt.getTime(), machine: row.machine, dedupeKey: row.id }], this.deps.write)
+      } else {
+        await this.appendEvent(tx, row, recipient.recipientId, recipient.campaignId, true)
+      }
+      await finishWebhookEvent(tx, row)
+    })
+    this.deps.notify(recipient.campaignId)
+    return 'changed'
+  }
+
+  private async appendEvent(tx: Database, row: InboxRow, recipientId: number, campaignId: string, first: boolean): Promise<void> {
+    const inserted = await tx.execute(sql`
+      insert into email_events (campaign_id, recipient_id, occurred_at, dedupe_key, type)
+      values (${campaignId}, ${recipientId}, ${row.occurredAt.toISOString()}, ${row.id}, ${row.type})
+      on conflict (dedupe_key) where dedupe_key is not null do nothing
+      returning 1`)
+    if (inserted.rows.length === 0) return
+    const tally = new RollupTally()
+    tally.add(campaignId, row.occurredAt.getTime(), row.type, { count: 1, uniques: +first, humanUniques: +first })
+    await tally.writeRollups(tx)
+    await tally.writeDaily(tx)
+  }
+
+  /**
+   * `pending`: our send is not recorded yet, so later. `unknown` without our tags: mail we did not
+   * send as a campaign (transactional mail); a hard bounce or complaint still suppresses the address.
+   */
+  private async unmatched(row: InboxRow, status: 'pending' | 'unknown'): Promise<void> {
+    const ours = row.campaignId !== null
+    if (status === 'pending' || (ours && row.attempts < UNMATCHED_ATTEMPTS)) {
+      const giveUp = row.attempts >= (status === 'pending' ? RETRY_DELAYS_MS.length : UNMATCHED_ATTEMPTS)
+      await retryWebhookEvent(this.deps.db, row, this.delay(row), status === 'pending' ? 'The send is not recorded yet' : 'No recipient matches yet', giveUp)
+      return
+    }
+    await this.deps.db.transaction(async (txn) => {
+      const tx = txn as unknown as Database
+      const suppress = row.email && (row.type === EventType.bounced || row.type === EventType.complained)
+      if (suppress) await suppressAddress(tx, row.email!, row.type === EventType.complained ? 'complained' : 'bounced', `provider:${row.providerId ?? 'unknown'}`)
+      await finishWebhookEvent(tx, row, suppress ? 'done' : 'ignored', 'No campaign recipient matches')
+    })
+  }
+
+  private async findRecipient(row: InboxRow): Promise<Recipient> {
+    const result = await this.deps.db.execute<{ id: string; campaign_id: string; status: string }>(sql`
+      select id, campaign_id, status from campaign_recipients
+      where provider_id = ${row.providerId}
+         or (id = ${row.recipientId} and campaign_id = ${row.campaignId} and (provider_id is null or provider_id = ${row.providerId}))
+      limit 1`)
+    const found = result.rows[0]
+    if (!found) return { status: 'unknown' }
+    if (found.status === 'queued' || found.status === 'sending') return { status: 'pending' }
+    return { status: 'found', recipientId: Number(found.id), campaignId: found.campaign_id }
+  }
+
+  private target(row: InboxRow): DeliveryTarget {
+    return { providerId: row.providerId, recipientId: row.recipientId, campaignId: row.campaignId }
+  }
+
+  private delay(row: InboxRow): number {
+    return RETRY_DELAYS_MS[Math.min(row.attempts, RETRY_DELAYS_MS.length) - 1] ?? RETRY_DELAYS_MS[0]!
+  }
+}

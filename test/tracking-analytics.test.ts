@@ -1,0 +1,144 @@
+import type net from 'node:net'
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { writeHits } from '../src/services/tracking/engagement-writer'
+import { EventType } from '../src/services/tracking/event-types'
+import { collect, wsClient } from './helpers/ws'
+import { campaignStats, pixelPath, postWebhook, resendEvent, sendTrackedCampaign, startTrackingApp, type TrackingContext } from './tracking-fixtures'
+
+let ctx: TrackingContext
+
+beforeAll(async () => {
+  ctx = await startTrackingApp()
+})
+afterAll(async () => {
+  await ctx.t.close()
+  await ctx.fake.close()
+})
+
+const write = (hits: Parameters<typeof writeHits>[1]) => writeHits(ctx.t.app.db.db, hits, { scannerWindowMs: 0 })
+
+type Point = { at: string; sent: number; delivered: number; opens: number; humanOpens: number; clicks: number; humanClicks: number; unsubscribes: number }
+
+async function timeline(campaignId: string, from: Date, to: Date, bucket?: string) {
+  return ctx.t.gql<{ campaign: { timeline: Point[] } }>(
+    `query($id: ID!, $from: DateTime!, $to: DateTime!, $bucket: TimelineBucket) {
+      campaign(id: $id) { timeline(from: $from, to: $to, bucket: $bucket) { at sent delivered opens humanOpens clicks humanClicks unsubscribes } } }`,
+    { id: campaignId, from: from.toISOString(), to: to.toISOString(), bucket },
+    ctx.admin,
+  )
+}
+
+describe('unique and total figures', () => {
+  it('counts a machine open before the human one as one unique open and one unique human open', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['mpp-then-human@example.com', 'clicks-only@example.com'])
+    const [a, b] = recipients.map((r) => r.id) as [number, number]
+    const now = Date.now()
+    await write([
+      { type: EventType.open, recipientId: a, at: now - 3000, machine: true },
+      { type: EventType.open, recipientId: a, at: now - 2000, machine: false },
+      { type: EventType.open, recipientId: a, at: now - 1000, machine: false },
+      // Images blocked: the click is the only sign of the open.
+      { type: EventType.click, recipientId: b, at: now, machine: false, linkIndex: 0, url: 'https://shop.example.com/' },
+    ])
+    const stats = await campaignStats(ctx, campaignId)
+    expect(stats.opens).toEqual({ total: 3, human: 2, machine: 1, unique: 2, uniqueHuman: 2 })
+    expect(stats.clicks).toEqual({ total: 1, human: 1, machine: 0, unique: 1, uniqueHuman: 1 })
+    expect(stats).toMatchObject({ uniqueOpens: 2, uniqueClicks: 1, openRate: 1, clickRate: 0.5, clickToOpenRate: 0.5 })
+  })
+})
+
+describe('Campaign.timeline', () => {
+  it('returns per-minute counts from the rollups with empty minutes filled, and sums them into larger buckets', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['tl1@example.com', 'tl2@example.com'])
+    const [a, b] = recipients.map((r) => r.id) as [number, number]
+    const start = Date.UTC(2030, 0, 1, 10, 0, 0)
+    await write([
+      { type: EventType.open, recipientId: a, at: start + 5_000, machine: true },
+      { type: EventType.open, recipientId: a, at: start + 50_000, machine: false },
+      { type: EventType.open, recipientId: b, at: start + 2 * 60_000 + 1, machine: false },
+      { type: EventType.click, recipientId: b, at: start + 2 * 60_000 + 30_000, machine: false, linkIndex: 0, url: 'https://shop.example.com/' },
+      { type: EventType.unsubscribe, recipientId: a, at: start + 61 * 60_000, machine: false },
+    ])
+    const minutes = await timeline(campaignId, new Date(start), new Date(start + 4 * 60_000))
+    expect(minutes.errors).toBeUndefined()
+    expect(minutes.data.campaign.timeline.map((p) => [new Date(p.at).getTime() - start, p.opens, p.humanOpens, p.clicks])).toEqual([
+      [0, 2, 1, 0],
+      [60_000, 0, 0, 0],
+      [120_000, 1, 1, 1],
+      [180_000, 0, 0, 0],
+    ])
+    const hours = await timeline(campaignId, new Date(start), new Date(start + 2 * 3600_000), 'HOUR')
+    expect(hours.data.campaign.timeline.map((p) => [p.opens, p.clicks, p.unsubscribes])).toEqual([
+      [3, 1, 0],
+      [0, 0, 1],
+    ])
+  })
+
+  it('refuses an empty range and too many points', async () => {
+    const { campaignId } = await sendTrackedCampaign(ctx, ['tl-bad@example.com'])
+    const now = new Date()
+    expect((await timeline(campaignId, now, now)).errors?.[0]?.message).toContain('to must be after from')
+    const year = await timeline(campaignId, new Date(now.getTime() - 365 * 86_400_000), now, 'MINUTE')
+    expect(year.errors?.[0]?.message).toContain('At most 2000 points')
+  })
+})
+
+describe('infrastructureStats.email', () => {
+  it('reports sent, delivered and failed for today, 7 and 30 days from the daily rollups, with rates and queue', async () => {
+    const query = `{ infrastructureStats { email {
+      sent { today last7Days last30Days } delivered { today last30Days } failed { today } bounced { today }
+      deliveryRate campaignRecipients campaignRecipientsFinal campaignSuccessRate queueDepth oldestQueuedSeconds
+      webhooks { pending oldestPendingSeconds } trackingBuffer { buffered dropped } } } }`
+    type Email = { sent: { today: number; last7Days: number; last30Days: number }; delivered: { today: number }; deliveryRate: number; campaignRecipientsFinal: number }
+    const read = async () => {
+      await ctx.t.app.services.tracking.flush()
+      const res = await ctx.t.gql<{ infrastructureStats: { email: Email } }>(query, {}, ctx.admin)
+      expect(res.errors).toBeUndefined()
+      return res.data.infrastructureStats.email
+    }
+    const before = await read()
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['infra1@example.com', 'infra2@example.com'])
+    for (const r of recipients) await postWebhook(ctx.t, resendEvent('email.delivered', r, campaignId))
+    await ctx.t.app.services.tracking.webhooks.processor.drain()
+    const after = await read()
+    expect(after.sent.today - before.sent.today).toBe(2)
+    expect(after.sent.last7Days - before.sent.last7Days).toBe(2)
+    expect(after.sent.last30Days - before.sent.last30Days).toBe(2)
+    expect(after.delivered.today - before.delivered.today).toBe(2)
+    expect(after.campaignRecipientsFinal - before.campaignRecipientsFinal).toBe(2)
+    expect(after.deliveryRate).toBeGreaterThan(0)
+    expect(after).toMatchObject({ queueDepth: 0, oldestQueuedSeconds: null, webhooks: { pending: 0 }, trackingBuffer: { buffered: 0, dropped: 0 } })
+
+    const denied = await ctx.t.gql(query, {}, ctx.t.token('user'))
+    expect(denied.errors?.[0]?.extensions?.code).toBe('FORBIDDEN')
+  })
+})
+
+describe('campaignStats subscription', () => {
+  it('pushes the engagement figures when an open is stored', async () => {
+    await ctx.t.app.listen({ host: '127.0.0.1', port: 0 })
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['live@example.com'])
+    const url = `ws://127.0.0.1:${(ctx.t.app.server.address() as net.AddressInfo).port}/graphql`
+    const client = wsClient(url, ctx.admin)
+    type Event = { campaignStats: { uniqueOpens: number; opens: { total: number; uniqueHuman: number } } }
+    try {
+      const sub = collect<Event>(
+        client,
+        'subscription($id: ID!) { campaignStats(campaignId: $id) { uniqueOpens opens { total uniqueHuman } } }',
+        { id: campaignId },
+        (events) => events.some((e) => e.campaignStats.uniqueOpens === 1),
+      )
+      await sub.subscribed
+      await ctx.t.app.inject({ method: 'GET', url: pixelPath(recipients[0]!.message.html!), headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux) Firefox/128.0' } })
+      await ctx.t.app.services.tracking.flush()
+      const events = await sub.events
+      expect(events[0]!.campaignStats).toEqual({ uniqueOpens: 0, opens: { total: 0, uniqueHuman: 0 } })
+      expect(events.at(-1)!.campaignStats).toEqual({ uniqueOpens: 1, opens: { total: 1, uniqueHuman: 1 } })
+    } finally {
+      await client.dispose()
+    }
+    const rows = await ctx.t.app.db.db.execute<{ n: string }>(sql`select count(*) as n from recipient_engagement where campaign_id = ${campaignId}`)
+    expect(Number(rows.rows[0]!.n)).toBe(1)
+  })
+})

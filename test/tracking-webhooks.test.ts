@@ -1,0 +1,235 @@
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { EventType } from '../src/services/tracking/event-types'
+import {
+  campaignStats,
+  countEvents,
+  postWebhook,
+  recipientStatus,
+  resendEvent,
+  sendTrackedCampaign,
+  signedWebhook,
+  startTrackingApp,
+  type SentRecipient,
+  type TrackingContext,
+} from './tracking-fixtures'
+
+let ctx: TrackingContext
+
+beforeAll(async () => {
+  ctx = await startTrackingApp({ CAMPAIGN_PAUSE_MIN_SENT: '1000' })
+})
+afterAll(async () => {
+  await ctx.t.close()
+  await ctx.fake.close()
+})
+
+const drain = () => ctx.t.app.services.tracking.webhooks.processor.drain()
+
+async function webhookRows(): Promise<number> {
+  const rows = await ctx.t.app.db.db.execute<{ n: string }>(sql`select count(*) as n from webhook_events`)
+  return Number(rows.rows[0]!.n)
+}
+
+async function suppression(email: string): Promise<string | null> {
+  const rows = await ctx.t.app.db.db.execute<{ reason: string }>(sql`select reason from suppressions where email = ${email}`)
+  return rows.rows[0]?.reason ?? null
+}
+
+describe('POST /webhooks/resend: verification', () => {
+  it('accepts a signed event, answers before applying it, and applies it from the stored row', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['wh-delivered@example.com'])
+    const res = await postWebhook(ctx.t, resendEvent('email.delivered', recipients[0]!, campaignId))
+    expect(res).toMatchObject({ statusCode: 200, body: { status: 'accepted' } })
+    await drain()
+    expect(await recipientStatus(ctx.t, recipients[0]!.id)).toBe('delivered')
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 1, delivered: 1, deliveryRate: 1 })
+    expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(1)
+  })
+
+  it('refuses a bad signature, a stale or future timestamp and missing headers with 401, storing nothing', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['wh-forged@example.com'])
+    const event = resendEvent('email.bounced', recipients[0]!, campaignId, { bounce: { type: 'Permanent', subType: 'General', message: 'x' } })
+    const before = await webhookRows()
+    const other = `whsec_${Buffer.from('some-other-secret-entirely-0000').toString('base64')}`
+    const now = Math.floor(Date.now() / 1000)
+
+    expect((await postWebhook(ctx.t, event, { secret: other })).statusCode).toBe(401)
+    expect((await postWebhook(ctx.t, event, { timestamp: now - 6 * 60 })).statusCode).toBe(401)
+    expect((await postWebhook(ctx.t, event, { timestamp: now + 6 * 60 })).statusCode).toBe(401)
+    // Signed for one body, sent with another: the signature covers the raw bytes.
+    const signed = signedWebhook(event)
+    const tampered = signed.body.replace('Permanent', 'Transient')
+    expect((await ctx.t.app.inject({ method: 'POST', url: '/webhooks/resend', headers: signed.headers, payload: tampered })).statusCode).toBe(401)
+    // Same JSON, re-serialised with other whitespace: not the bytes that were signed.
+    const reformatted = JSON.stringify(JSON.parse(signed.body), null, 2)
+    expect((await ctx.t.app.inject({ method: 'POST', url: '/webhooks/resend', headers: signed.headers, payload: reformatted })).statusCode).toBe(401)
+    const { 'svix-signature': _dropped, ...unsigned } = signed.headers
+    expect((await ctx.t.app.inject({ method: 'POST', url: '/webhooks/resend', headers: unsigned, payload: signed.body })).statusCode).toBe(401)
+
+    expect(await webhookRows()).toBe(before)
+    await drain()
+    expect(await recipientStatus(ctx.t, recipients[0]!.id)).toBe('accepted')
+    expect(await suppression('wh-forged@example.com')).toBeNull()
+  })
+
+  it('de-duplicates on svix-id: a replay is acknowledged and applied once', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['wh-replay@example.com'])
+    const event = resendEvent('email.delivery_delayed', recipients[0]!, campaignId)
+    const first = await postWebhook(ctx.t, event, { svixId: 'msg_replayed_1' })
+    const replay = await postWebhook(ctx.t, event, { svixId: 'msg_replayed_1' })
+    expect(first.body.status).toBe('accepted')
+    expect(replay).toMatchObject({ statusCode: 200, body: { status: 'duplicate' } })
+    await drain()
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ deliveryDelays: 1 })
+  })
+
+  it('answers 400 to a signed body that is not JSON or has no email id, and 200 "ignored" to event types it does not use', async () => {
+    const before = await webhookRows()
+    const notJson = await postWebhook(ctx.t, '{"type": "email.delivered", "data": {')
+    expect(notJson).toMatchObject({ statusCode: 400, body: { error: { code: 'WEBHOOK_MALFORMED' } } })
+    expect((await postWebhook(ctx.t, { type: 'email.delivered', data: {} })).statusCode).toBe(400)
+    expect((await postWebhook(ctx.t, [1, 2, 3])).statusCode).toBe(400)
+
+    for (const type of ['contact.created', 'domain.updated', 'email.received', 'email.something_new', 'email.sent']) {
+      const res = await postWebhook(ctx.t, { type, created_at: new Date().toISOString(), data: { email_id: 'x', id: 'y' } })
+      expect(res, type).toMatchObject({ statusCode: 200, body: { status: 'ignored' } })
+    }
+    expect(await webhookRows()).toBe(before)
+  })
+
+  it('answers 404 when no webhook secret is configured', async () => {
+    const bare = await startTrackingApp({ RESEND_WEBHOOK_SECRET: '' })
+    try {
+      const res = await postWebhook(bare.t, { type: 'email.delivered', data: { email_id: 'x' } })
+      expect(res.statusCode).toBe(404)
+    } finally {
+      await bare.t.close()
+      await bare.fake.close()
+    }
+  })
+})
+
+describe('POST /webhooks/resend: events', () => {
+  it('suppresses a hard bounce and a complaint, counts a soft bounce without suppressing, and records failures', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['hard@example.com', 'soft@example.com', 'spam@example.com', 'failed@example.com', 'blocked@example.com'])
+    const [hard, soft, spam, failed, blocked] = recipients as [SentRecipient, SentRecipient, SentRecipient, SentRecipient, SentRecipient]
+    await postWebhook(ctx.t, resendEvent('email.bounced', hard, campaignId, { bounce: { type: 'Permanent', subType: 'Suppressed', message: 'mailbox does not exist' } }))
+    await postWebhook(ctx.t, resendEvent('email.bounced', soft, campaignId, { bounce: { type: 'Transient', subType: 'MailboxFull', message: 'full' } }))
+    await postWebhook(ctx.t, resendEvent('email.delivered', spam, campaignId))
+    await postWebhook(ctx.t, resendEvent('email.complained', spam, campaignId))
+    await postWebhook(ctx.t, resendEvent('email.failed', failed, campaignId, { failed: { reason: 'reached_daily_quota' } }))
+    await postWebhook(ctx.t, resendEvent('email.suppressed', blocked, campaignId, { suppressed: { type: 'OnAccountSuppressionList', message: 'previously bounced' } }))
+    await drain()
+
+    expect(await recipientStatus(ctx.t, hard.id)).toBe('bounced')
+    expect(await recipientStatus(ctx.t, soft.id)).toBe('accepted')
+    expect(await recipientStatus(ctx.t, spam.id)).toBe('complained')
+    expect(await recipientStatus(ctx.t, failed.id)).toBe('failed')
+    expect(await recipientStatus(ctx.t, blocked.id)).toBe('suppressed')
+    expect(await suppression('hard@example.com')).toBe('bounced')
+    expect(await suppression('spam@example.com')).toBe('complained')
+    expect(await suppression('blocked@example.com')).toBe('bounced')
+    expect(await suppression('soft@example.com')).toBeNull()
+    expect(await suppression('failed@example.com')).toBeNull()
+    // Failed and suppressed after acceptance leave `sent`, so total = queued + sent + failed + suppressed still holds.
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({
+      total: 5, sent: 3, delivered: 1, bounced: 1, complained: 1, failed: 1, suppressed: 1, softBounces: 1, bounceRate: 0.3333, complaintRate: 0.3333,
+    })
+    const reason = await ctx.t.app.db.db.execute<{ reason: string }>(sql`select reason from campaign_recipients where id = ${hard.id}`)
+    expect(reason.rows[0]!.reason).toBe('Permanent: Suppressed: mailbox does not exist')
+  })
+
+  it('counts provider-tracked opens and clicks, a scanner user agent as machine', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['provider-open@example.com'])
+    const r = recipients[0]!
+    // Clicks seconds after the send would all be a scanner's.
+    await ctx.t.app.db.db.execute(sql`update campaign_recipients set sent_at = now() - interval '1 hour' where id = ${r.id}`)
+    await postWebhook(ctx.t, resendEvent('email.opened', r, campaignId))
+    await postWebhook(ctx.t, resendEvent('email.clicked', r, campaignId, { click: { link: 'https://shop.example.com/', userAgent: 'Mimecast URL Protect', ipAddress: '10.0.0.1', timestamp: new Date().toISOString() } }))
+    await postWebhook(ctx.t, resendEvent('email.clicked', r, campaignId, { click: { link: 'https://shop.example.com/', userAgent: 'Mozilla/5.0 (Macintosh) Safari/605', ipAddress: '10.0.0.2', timestamp: new Date().toISOString() } }))
+    await drain()
+    const stats = await campaignStats(ctx, campaignId)
+    expect(stats.opens).toMatchObject({ total: 1, uniqueHuman: 1 })
+    expect(stats.clicks).toEqual({ total: 2, human: 1, machine: 1, unique: 1, uniqueHuman: 1 })
+  })
+
+  it('finds the recipient by its tags when the event overtakes the send, and applies it once the send is recorded', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['overtaken@example.com'])
+    const r = recipients[0]!
+    // As if the provider's webhook came before our batch was recorded.
+    await ctx.t.app.db.db.execute(sql`update campaign_recipients set status = 'sending', provider_id = null where id = ${r.id}`)
+    const res = await postWebhook(ctx.t, resendEvent('email.delivered', r, campaignId))
+    expect(res.body.status).toBe('accepted')
+    await drain()
+    expect(await recipientStatus(ctx.t, r.id)).toBe('sending')
+    const pending = await ctx.t.app.db.db.execute<{ status: string; last_error: string }>(sql`select status, last_error from webhook_events where svix_id = ${res.svixId}`)
+    expect(pending.rows[0]).toEqual({ status: 'pending', last_error: 'The send is not recorded yet' })
+
+    await ctx.t.app.db.db.execute(sql`update campaign_recipients set status = 'accepted', provider_id = ${r.providerId} where id = ${r.id}`)
+    // The retry's time has come.
+    await ctx.t.app.db.db.execute(sql`update webhook_events set next_attempt_at = now() where svix_id = ${res.svixId}`)
+    await drain()
+    expect(await recipientStatus(ctx.t, r.id)).toBe('delivered')
+  })
+
+  it('ignores events of mail that is not a campaign’s, but still suppresses a hard-bounced address', async () => {
+    const bounce = await postWebhook(ctx.t, resendEvent('email.bounced', { providerId: 'transactional-1', email: 'Typo@Example.com' }, null, { bounce: { type: 'Permanent', subType: 'General', message: 'no such user' } }))
+    const delivered = await postWebhook(ctx.t, resendEvent('email.delivered', { providerId: 'transactional-2', email: 'fine@example.com' }, null))
+    await drain()
+    const rows = await ctx.t.app.db.db.execute<{ svix_id: string; status: string }>(sql`select svix_id, status from webhook_events where svix_id in (${bounce.svixId}, ${delivered.svixId})`)
+    expect(Object.fromEntries(rows.rows.map((r) => [r.svix_id, r.status]))).toEqual({ [bounce.svixId]: 'done', [delivered.svixId]: 'ignored' })
+    expect(await suppression('typo@example.com')).toBe('bounced')
+  })
+})
+
+describe('ordering', () => {
+  const SEQUENCE = ['email.delivered', 'email.bounced', 'email.delivered', 'email.complained', 'email.delivery_delayed', 'email.delivered', 'email.failed']
+
+  function shuffled<T>(items: T[], seed: number): T[] {
+    const out = [...items]
+    let s = seed
+    for (let i = out.length - 1; i > 0; i--) {
+      s = (s * 1103515245 + 12345) % 2 ** 31
+      const j = s % (i + 1)
+      ;[out[i], out[j]] = [out[j]!, out[i]!]
+    }
+    return out
+  }
+
+  it('ends in the same state and the same counters whatever the order and repetition of the same events', async () => {
+    const emails = Array.from({ length: 8 }, (_, i) => `order${i}@example.com`)
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, emails)
+    // Every recipient gets the same events, each in another order, some repeated.
+    for (const [i, r] of recipients.entries()) {
+      const events = shuffled([...SEQUENCE, ...SEQUENCE.slice(0, i % 4)], i + 1)
+      for (const type of events) {
+        const data = type === 'email.bounced' ? { bounce: { type: 'Permanent', subType: 'General', message: 'gone' } } : type === 'email.failed' ? { failed: { reason: 'x' } } : {}
+        expect((await postWebhook(ctx.t, resendEvent(type, r, campaignId, data))).statusCode).toBe(200)
+      }
+      // Half of them processed one by one, half all at once.
+      if (i % 2 === 0) await drain()
+    }
+    await drain()
+    const states = await Promise.all(recipients.map((r) => recipientStatus(ctx.t, r.id)))
+    expect(new Set(states)).toEqual(new Set(['complained']))
+    // A complaint implies delivery; nothing else is left counted.
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ total: 8, sent: 8, delivered: 8, complained: 8, bounced: 0, failed: 0, suppressed: 0 })
+  })
+
+  it('never lets a late delivered override a bounce, and a complaint never goes back to delivered', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['late1@example.com', 'late2@example.com'])
+    const [a, b] = recipients as [SentRecipient, SentRecipient]
+    for (const type of ['email.bounced', 'email.delivered', 'email.delivered']) {
+      await postWebhook(ctx.t, resendEvent(type, a, campaignId, { bounce: { type: 'Permanent', subType: 'General', message: 'gone' } }))
+      await drain()
+    }
+    for (const type of ['email.delivered', 'email.complained', 'email.delivered']) {
+      await postWebhook(ctx.t, resendEvent(type, b, campaignId))
+      await drain()
+    }
+    expect(await recipientStatus(ctx.t, a.id)).toBe('bounced')
+    expect(await recipientStatus(ctx.t, b.id)).toBe('complained')
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 2, delivered: 1, bounced: 1, complained: 1 })
+  })
+})
