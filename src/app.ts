@@ -2,6 +2,9 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config'
 import { graphqlPlugin } from './graphql/plugin'
 import { downloadRoutes } from './http/downloads'
+import { unsubscribeRoutes } from './http/unsubscribe'
+import { trackingRoutes } from './http/tracking'
+import { webhookRoutes } from './http/webhooks'
 import { registerErrorHandler } from './http/error-handler'
 import { healthRoutes } from './http/health'
 import { databasePlugin, eventsPlugin, mailPlugin, redisPlugin, secretsPlugin, storagePlugin } from './plugins/infra'
@@ -63,5 +66,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(graphqlPlugin)
   await app.register(healthRoutes)
   await app.register(downloadRoutes, { storage: app.storage, signer: app.signer })
+  await app.register(unsubscribeRoutes)
+  await app.register(trackingRoutes)
+  await app.register(webhookRoutes)
   return app
 }

@@ -3,6 +3,7 @@
  * throws one ConfigError listing each bad one, so a misconfigured deploy fails at boot with
  * the whole story instead of at the first request.
  */
+import os from 'node:os'
 import path from 'node:path'
 import { parseAddress } from './lib/email-address'
 
@@ -27,6 +28,8 @@ export interface Config {
   trustProxy: boolean
   databaseUrl?: string
   redisUrl?: string
+  /** REDIS_URL is a seed node of a Redis Cluster. */
+  redisCluster: boolean
   redisKeyPrefix: string
   s3?: S3Config
   resendApiKey?: string
@@ -53,6 +56,28 @@ export interface Config {
   }
   cache: {
     defaultTtlSeconds: number
+    /** L1 (in-process) bounds: entries and bytes. */
+    l1MaxItems: number
+    l1MaxBytes: number
+    /** Longest a copy stays in L1 while Redis holds the entry: bounds a lost bus message. */
+    l1MaxTtlSeconds: number
+    maxEntryBytes: number
+    /** No request waits longer for Redis; past the hard timeout a call counts against the breaker. */
+    softTimeoutMs: number
+    hardTimeoutMs: number
+    /** TTLs vary by ±this many percent. */
+    jitterPercent: number
+    /** Default stale-while-revalidate grace for getMultiLevel. */
+    graceSeconds: number
+    loaderTimeoutMs: number
+    lockWaitMs: number
+    breakerThreshold: number
+    breakerCooldownMs: number
+    /** Cross-instance L1 invalidation over Redis pub/sub. */
+    bus: boolean
+    /** Warmers (by name) run once the app is ready. */
+    warmOnBoot: string[]
+    warmConcurrency: number
   }
   graphql: {
     graphiql: boolean
@@ -74,6 +99,100 @@ export interface Config {
   /** Run background workers (email dispatch) in this process. */
   workers: boolean
   workerPollMs: number
+  files: FilesConfig
+  campaigns: CampaignConfig
+  tracking: TrackingConfig
+}
+
+/** Email tracking (src/services/tracking): campaign (marketing) mail only; transactional mail is never tracked. */
+export interface TrackingConfig {
+  /** Open pixel in campaign mail. */
+  opens: boolean
+  /** Click redirects for the web links of campaign mail. */
+  clicks: boolean
+  /** Tracking links work this long after the campaign started. */
+  linkTtlDays: number
+  /** A conversion counts when it comes this long after the click, at most. */
+  attributionWindowHours: number
+  /** Count a recipient's first conversion per campaign only. */
+  conversionOnce: boolean
+  /** Query parameter the click redirect adds with the token for recordConversion; empty: not added. */
+  conversionParam: string
+  /** Currency of a conversion value sent without one. */
+  defaultCurrency: string
+  /** Clicks within this many seconds of the send are a security scanner's. */
+  scannerWindowSeconds: number
+  /** More user-agent substrings that mark a hit as machine. */
+  machineUserAgents: string[]
+  /** Hits held in memory at most per instance; past it new hits are dropped and counted. */
+  bufferMax: number
+  /** Hits per database write. */
+  flushBatch: number
+  flushMs: number
+  /** Raw events older than this are deleted (the rollups stay); 0 keeps them. */
+  eventRetentionDays: number
+  /** Processed webhook rows (and so svix-id de-duplication) are kept this long. */
+  webhookRetentionDays: number
+  pruneIntervalMs: number
+  /** Requests per IP per RATE_LIMIT_WINDOW_MS on the pixel, redirect and conversion endpoints. */
+  rateLimitMax: number
+  /** RESEND_WEBHOOK_SECRET (whsec_...): without it POST /webhooks/resend answers 404. */
+  webhookSecret?: string
+  /** Webhook rows one instance applies in parallel. */
+  webhookConcurrency: number
+}
+
+export interface CampaignConfig {
+  /** Provider requests per second across all instances (a batch is one request); 0 = unlimited. */
+  rateLimitPerSecond: number
+  /** Recipients per provider request, at most 100 (Resend's batch limit). */
+  batchSize: number
+  /** Batches one instance sends in parallel. */
+  concurrency: number
+  /** Auto-pause once bounced / sent passes this fraction. */
+  pauseBounceRate: number
+  /** Auto-pause once complained / sent passes this fraction. */
+  pauseComplaintRate: number
+  /** Rates are only judged after this many accepted emails, so one early bounce does not stop a campaign. */
+  pauseMinSent: number
+  /** The mailto: in List-Unsubscribe; defaults to unsubscribe@<campaign from domain>. */
+  unsubscribeMailto?: string
+}
+
+/** Chunked upload sessions, versions, quotas and the processing pipeline (src/services/files). */
+export interface FilesConfig {
+  /** A session expires this long after it last received a part. */
+  sessionTtlHours: number
+  /** Largest file a chunked upload session accepts. */
+  sessionMaxBytes: number
+  /** Preferred part size; raised for big files so that no upload needs more than 10,000 parts. */
+  partBytes: number
+  /** Bytes one user may store, every version counted; 0 = unlimited. */
+  quotaBytes: number
+  /** uploadFile waits this long for processing before answering with a PROCESSING file. */
+  processingWaitMs: number
+  /** Retention: a version is kept while it is among the newest `versionsKeep` or younger than `versionsMaxAgeDays` (0 = that rule is off). */
+  versionsKeep: number
+  versionsMaxAgeDays: number
+  /** How often expired sessions and retention are swept. */
+  sweepIntervalMs: number
+  pipelineMaxAttempts: number
+  pipelineLeaseMs: number
+  /** First retry delay; doubles per attempt. */
+  pipelineBackoffMs: number
+  /** Uploads one instance processes at once. */
+  pipelineConcurrency: number
+  /** Images decoded at once per instance (sharp holds whole images in memory). */
+  imageConcurrency: number
+  imageVariants: ImageVariantSpec[]
+  imageMaxFrames: number
+  allowSvg: boolean
+}
+
+export interface ImageVariantSpec {
+  name: string
+  maxEdge: number
+  format: 'webp' | 'jpeg' | 'png' | 'avif'
 }
 
 export class ConfigError extends Error {
@@ -109,6 +228,16 @@ export function loadConfig(env: Env = process.env): Config {
     if (['0', 'false', 'no', 'off'].includes(raw)) return false
     problems.push(`${name} must be true or false (got "${raw}")`)
     return fallback
+  }
+  const fraction = (name: string, fallback: number): number => {
+    const raw = str(name)
+    if (raw === undefined) return fallback
+    const n = Number(raw)
+    if (!Number.isFinite(n) || n < 0 || n > 1) {
+      problems.push(`${name} must be a fraction between 0 and 1, e.g. 0.02 for 2% (got "${raw}")`)
+      return fallback
+    }
+    return n
   }
   const url = (name: string, protocols: string[]): string | undefined => {
     const raw = str(name)
@@ -183,6 +312,7 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: bool('TRUST_PROXY', false),
     databaseUrl,
     redisUrl,
+    redisCluster: bool('REDIS_CLUSTER', false),
     redisKeyPrefix: str('REDIS_KEY_PREFIX') ?? 'gw:',
     s3,
     resendApiKey: str('RESEND_API_KEY'),
@@ -201,7 +331,24 @@ export function loadConfig(env: Env = process.env): Config {
       imageMaxEdge: int('IMAGE_MAX_EDGE', 2048, 16, 16384),
       imageMaxPixels: int('IMAGE_MAX_PIXELS', 50_000_000, 1, 1_000_000_000),
     },
-    cache: { defaultTtlSeconds: int('CACHE_DEFAULT_TTL', 3600, 1, 365 * 24 * 3600) },
+    cache: {
+      defaultTtlSeconds: int('CACHE_DEFAULT_TTL', 3600, 1, 365 * 24 * 3600),
+      l1MaxItems: int('CACHE_L1_MAX_ITEMS', 100_000, 1, 100_000_000),
+      l1MaxBytes: int('CACHE_L1_MAX_BYTES', 64 * MiB, 1024, Number.MAX_SAFE_INTEGER),
+      l1MaxTtlSeconds: int('CACHE_L1_MAX_TTL', 300, 1, 24 * 3600),
+      maxEntryBytes: int('CACHE_MAX_ENTRY_BYTES', MiB, 1, Number.MAX_SAFE_INTEGER),
+      softTimeoutMs: int('CACHE_SOFT_TIMEOUT_MS', 75, 1, 60_000),
+      hardTimeoutMs: int('CACHE_HARD_TIMEOUT_MS', 1_000, 1, 600_000),
+      jitterPercent: int('CACHE_TTL_JITTER_PERCENT', 10, 0, 50),
+      graceSeconds: int('CACHE_GRACE', 0, 0, 7 * 24 * 3600),
+      loaderTimeoutMs: int('CACHE_LOADER_TIMEOUT_MS', 10_000, 1, 600_000),
+      lockWaitMs: int('CACHE_LOCK_WAIT_MS', 1_000, 0, 60_000),
+      breakerThreshold: int('CACHE_BREAKER_THRESHOLD', 5, 1, 1_000),
+      breakerCooldownMs: int('CACHE_BREAKER_COOLDOWN_MS', 2_000, 10, 600_000),
+      bus: bool('CACHE_BUS', true),
+      warmOnBoot: str('CACHE_WARM_ON_BOOT')?.split(',').map((n) => n.trim()).filter(Boolean) ?? [],
+      warmConcurrency: int('CACHE_WARM_CONCURRENCY', 4, 1, 64),
+    },
     graphql: {
       graphiql: bool('GRAPHIQL', true),
       maxDepth: int('GRAPHQL_MAX_DEPTH', 10, 2, 100),
@@ -216,9 +363,83 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     workers: bool('WORKERS_ENABLED', true),
     workerPollMs: int('WORKER_POLL_MS', 1_000, 10, 60_000),
+    files: {
+      sessionTtlHours: int('UPLOAD_SESSION_TTL_HOURS', 24, 1, 24 * 30),
+      sessionMaxBytes: int('UPLOAD_SESSION_MAX_BYTES', 10 * 1024 * MiB, 1, 5 * 1024 * 1024 * MiB),
+      partBytes: int('UPLOAD_PART_BYTES', 8 * MiB, 5 * MiB, 5 * 1024 * MiB),
+      quotaBytes: int('UPLOAD_QUOTA_BYTES', 10 * 1024 * MiB, 0, Number.MAX_SAFE_INTEGER),
+      processingWaitMs: int('UPLOAD_PROCESSING_WAIT_MS', 30_000, 0, 600_000),
+      versionsKeep: int('FILE_VERSIONS_KEEP', 20, 0, 1_000_000),
+      versionsMaxAgeDays: int('FILE_VERSIONS_MAX_AGE_DAYS', 0, 0, 36_500),
+      sweepIntervalMs: int('FILE_SWEEP_INTERVAL_MS', 60_000, 100, 24 * 3600_000),
+      pipelineMaxAttempts: int('FILE_PIPELINE_MAX_ATTEMPTS', 5, 1, 100),
+      pipelineLeaseMs: int('FILE_PIPELINE_LEASE_MS', 60_000, 200, 3600_000),
+      pipelineBackoffMs: int('FILE_PIPELINE_BACKOFF_MS', 1_000, 1, 600_000),
+      pipelineConcurrency: int('FILE_PIPELINE_CONCURRENCY', 16, 1, 1_000),
+      imageConcurrency: int('IMAGE_CONCURRENCY', os.availableParallelism(), 1, 256),
+      imageVariants: imageVariants(str('IMAGE_VARIANTS') ?? 'thumb:256:webp,preview:1280:webp', problems),
+      imageMaxFrames: int('IMAGE_MAX_FRAMES', 100, 1, 10_000),
+      allowSvg: bool('UPLOAD_ALLOW_SVG', false),
+    },
+    campaigns: {
+      rateLimitPerSecond: int('CAMPAIGN_RATE_LIMIT_PER_SECOND', 5, 0, 10_000),
+      batchSize: int('CAMPAIGN_BATCH_SIZE', 100, 1, 100),
+      concurrency: int('CAMPAIGN_CONCURRENCY', 2, 1, 32),
+      pauseBounceRate: fraction('CAMPAIGN_PAUSE_BOUNCE_RATE', 0.02),
+      pauseComplaintRate: fraction('CAMPAIGN_PAUSE_COMPLAINT_RATE', 0.0005),
+      pauseMinSent: int('CAMPAIGN_PAUSE_MIN_SENT', 100, 0, 10_000_000),
+      unsubscribeMailto: str('CAMPAIGN_UNSUBSCRIBE_MAILTO'),
+    },
+    tracking: {
+      opens: bool('TRACKING_OPENS', true),
+      clicks: bool('TRACKING_CLICKS', true),
+      linkTtlDays: int('TRACKING_LINK_TTL_DAYS', 400, 1, 3650),
+      attributionWindowHours: int('TRACKING_ATTRIBUTION_WINDOW_HOURS', 168, 1, 24 * 365),
+      conversionOnce: bool('TRACKING_CONVERSION_ONCE', true),
+      conversionParam: env.TRACKING_CONVERSION_PARAM === undefined ? 'gw_click' : env.TRACKING_CONVERSION_PARAM.trim(),
+      defaultCurrency: (str('TRACKING_DEFAULT_CURRENCY') ?? 'USD').toUpperCase(),
+      scannerWindowSeconds: int('TRACKING_SCANNER_WINDOW_SECONDS', 10, 0, 3600),
+      machineUserAgents: str('TRACKING_MACHINE_USER_AGENTS')?.split(',').map((a) => a.trim()).filter(Boolean) ?? [],
+      bufferMax: int('TRACKING_BUFFER_MAX', 50_000, 100, 10_000_000),
+      flushBatch: int('TRACKING_FLUSH_BATCH', 1_000, 1, 50_000),
+      flushMs: int('TRACKING_FLUSH_MS', 1_000, 10, 600_000),
+      eventRetentionDays: int('TRACKING_EVENT_RETENTION_DAYS', 90, 0, 36_500),
+      webhookRetentionDays: int('TRACKING_WEBHOOK_RETENTION_DAYS', 7, 1, 365),
+      pruneIntervalMs: int('TRACKING_PRUNE_INTERVAL_MS', 3_600_000, 1_000, 7 * 24 * 3_600_000),
+      rateLimitMax: int('TRACKING_RATE_LIMIT_MAX', 6_000, 1, 10_000_000),
+      webhookSecret: str('RESEND_WEBHOOK_SECRET'),
+      webhookConcurrency: int('TRACKING_WEBHOOK_CONCURRENCY', 4, 1, 64),
+    },
   }
+  const mailto = config.campaigns.unsubscribeMailto
+  const { tracking } = config
+  if (!/^[A-Za-z0-9_-]{0,32}$/.test(tracking.conversionParam)) problems.push(`TRACKING_CONVERSION_PARAM must be 0-32 characters of A-Z a-z 0-9 _ - (got "${tracking.conversionParam}")`)
+  if (!/^[A-Z]{3}$/.test(tracking.defaultCurrency)) problems.push(`TRACKING_DEFAULT_CURRENCY must be a three-letter ISO 4217 code (got "${tracking.defaultCurrency}")`)
+  if (tracking.flushBatch > tracking.bufferMax) problems.push('TRACKING_FLUSH_BATCH must not exceed TRACKING_BUFFER_MAX')
+  if (tracking.webhookSecret !== undefined && !/^(whsec_)?[A-Za-z0-9+/]{16,}={0,2}$/.test(tracking.webhookSecret)) {
+    problems.push('RESEND_WEBHOOK_SECRET must be the signing secret Resend shows for the webhook (whsec_ followed by base64)')
+  }
+  if (mailto !== undefined && !parseAddress(mailto)) problems.push(`CAMPAIGN_UNSUBSCRIBE_MAILTO must be an email address (got "${mailto}")`)
+  if (config.cache.maxEntryBytes > config.cache.l1MaxBytes) problems.push('CACHE_MAX_ENTRY_BYTES must not exceed CACHE_L1_MAX_BYTES')
+  if (config.cache.hardTimeoutMs < config.cache.softTimeoutMs) problems.push('CACHE_HARD_TIMEOUT_MS must be at least CACHE_SOFT_TIMEOUT_MS')
   if (problems.length > 0) throw new ConfigError(problems)
   return config
+}
+
+/** `name:maxEdge:format,...`, e.g. `thumb:256:webp,preview:1280:webp`; `none` for no variants. */
+function imageVariants(raw: string, problems: string[]): ImageVariantSpec[] {
+  if (raw.toLowerCase() === 'none') return []
+  const specs: ImageVariantSpec[] = []
+  for (const item of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [name = '', edge = '', format = 'webp'] = item.split(':')
+    const maxEdge = Number(edge)
+    if (!/^[a-z0-9-]{1,32}$/.test(name) || !Number.isInteger(maxEdge) || maxEdge < 16 || maxEdge > 8192 || !['webp', 'jpeg', 'png', 'avif'].includes(format) || specs.some((s) => s.name === name)) {
+      problems.push(`IMAGE_VARIANTS must be a list of unique name:maxEdge:format (webp, jpeg, png or avif), e.g. thumb:256:webp (got "${item}")`)
+      continue
+    }
+    specs.push({ name, maxEdge, format: format as ImageVariantSpec['format'] })
+  }
+  return specs
 }
 
 function redactUrl(raw: string): string {

@@ -67,4 +67,20 @@ describe.each([
       expect(q.statusCode).toBe(200)
     }
   })
+
+  it('does not count uploadChunk, whose parts are bounded by their session', async () => {
+    const token = t.token('user', 'chunker')
+    const chunk = 'mutation($file: Upload!) { uploadChunk(sessionId: "00000000-0000-0000-0000-000000000000", partNumber: 1, chunk: $file) { __typename } }'
+    for (let i = 0; i < 5; i++) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: chunk, variables: { file: null } } })
+      expect(res.statusCode).not.toBe(429)
+    }
+    const mixed = `mutation($file: Upload!) { uploadChunk(sessionId: "x", partNumber: 1, chunk: $file) { __typename } invalidateCache(input: { keys: ["a"] }) { __typename } }`
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: mixed, variables: { file: null } } })
+      statuses.push(res.statusCode)
+    }
+    expect(statuses.at(-1)).toBe(429)
+  })
 })

@@ -2,14 +2,26 @@ import type { MercuriusContext } from 'mercurius'
 import type { UnauthenticatedError } from '../lib/errors'
 import type { Viewer } from '../services/auth/jwt'
 import type { CacheService } from '../services/cache/cache-service'
+import type { AudienceService } from '../services/campaigns/audience-service'
+import type { CampaignService } from '../services/campaigns/campaign-service'
+import type { RecipientFeedbackService } from '../services/campaigns/recipient-feedback'
+import type { EmailTemplateService } from '../services/campaigns/template-service'
 import type { EmailService } from '../services/email/email-service'
+import type { SystemMonitor } from '../services/system/system-monitor'
 import type { FileService } from '../services/files/file-service'
+import type { TrackingServices } from '../services/tracking/create-tracking-services'
 
 /** What resolvers may call. Built once in app.ts; resolvers never reach for adapters directly. */
 export interface Services {
   cache: CacheService
+  system: SystemMonitor
   files: FileService
   email: EmailService
+  emailTemplates: EmailTemplateService
+  audiences: AudienceService
+  campaigns: CampaignService
+  recipientFeedback: RecipientFeedbackService
+  tracking: TrackingServices
 }
 
 export interface GraphQLContext extends MercuriusContext {

@@ -5,6 +5,7 @@ import { processRequest, Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { isAppError, UnauthenticatedError } from '../lib/errors'
 import type { Viewer } from '../services/auth/jwt'
+import { planParts } from '../services/files/part-plan'
 import type { GraphQLContext } from './context'
 import { operationLabel } from '../plugins/metrics'
 import { queryCostRule } from './complexity'
@@ -24,7 +25,9 @@ export const graphqlPlugin = fp(
   async (app: FastifyInstance) => {
     const { graphql: gql, uploads } = app.config
 
-    registerUploads(app, { maxFileSize: Math.max(uploads.maxFileBytes, uploads.maxImageBytes) + 1, maxFiles: uploads.maxFiles })
+    // A chunk of a resumable upload may be larger than a whole small upload: the cap admits the largest part.
+    const largestPart = planParts(app.config.files.sessionMaxBytes, app.config.files.partBytes).partSize
+    registerUploads(app, { maxFileSize: Math.max(uploads.maxFileBytes, uploads.maxImageBytes, largestPart) + 1, maxFiles: uploads.maxFiles })
 
     // A static rule list keeps mercurius's validated-query cache on.
     const validationRules: ValidationRule[] = [queryCostRule(gql.maxComplexity)]

@@ -3,8 +3,12 @@ import './scalars'
 import './errors'
 import './viewer'
 import './files'
+import './uploads'
 import './cache'
 import './email'
+import './infrastructure'
+import './campaigns'
+import './tracking'
 
 const built = builder.toSchema({ sortSchema: true })
 

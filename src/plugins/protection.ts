@@ -3,9 +3,12 @@ import rateLimit from '@fastify/rate-limit'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
+import { Kind, parse, type OperationDefinitionNode } from 'graphql'
 import { RateLimitedError } from '../lib/errors'
 
 const MUTATION = /^\s*(?:#[^\n]*\n\s*)*mutation\b/m
+/** Public tracking endpoints (pixel, click redirect, conversions): limited per IP, with their own max per route. */
+const TRACKING = /^\/t\/(?:o|c)\/|^\/t\/conv$/
 
 /**
  * Overload and abuse protection. Under pressure (event-loop lag past the limit) requests get a
@@ -38,7 +41,7 @@ export const protectionPlugin = fp(
       redis: app.redis ?? undefined,
       nameSpace: `${app.config.redisKeyPrefix}ratelimit:`,
       skipOnError: true,
-      allowList: (request) => !isMutation(request),
+      allowList: (request) => !isMutation(request) && !TRACKING.test(request.routeOptions.url ?? ''),
       keyGenerator: (request) => {
         const auth = request.headers.authorization
         return auth ? `t:${createHash('sha256').update(auth).digest('base64url').slice(0, 22)}` : `ip:${request.ip}`
@@ -52,8 +55,23 @@ export const protectionPlugin = fp(
 
 function isMutation(request: FastifyRequest): boolean {
   if (request.method !== 'POST' || request.routeOptions.url !== '/graphql') return false
-  // Uploads are mutations by construction; their body is parsed later, so count them here.
-  if (request.isMultipart) return true
   const query = (request.body as { query?: unknown } | undefined)?.query
-  return typeof query === 'string' && MUTATION.test(query)
+  if (typeof query !== 'string') return request.isMultipart === true
+  // A 10 GiB chunked upload is 1280 uploadChunk calls: parts are bounded by their session (owner,
+  // part count, quota) instead, so a request made only of uploadChunk is not counted.
+  if (isOnlyUploadChunk(query)) return false
+  return request.isMultipart === true || MUTATION.test(query)
+}
+
+function isOnlyUploadChunk(query: string): boolean {
+  try {
+    const operations = parse(query).definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION)
+    return (
+      operations.length === 1 &&
+      operations[0]!.operation === 'mutation' &&
+      operations[0]!.selectionSet.selections.every((s) => s.kind === Kind.FIELD && s.name.value === 'uploadChunk')
+    )
+  } catch {
+    return false
+  }
 }

@@ -26,6 +26,8 @@ export interface TestAppOptions {
   database?: TestDatabase
   /** Share a Redis prefix (multi-instance tests). */
   redisPrefix?: string
+  /** Share a data directory (restart and multi-instance tests on disk storage); close() leaves it in place. */
+  dataDir?: string
   /** Capture logs here instead of silencing them. */
   logStream?: NodeJS.WritableStream
 }
@@ -49,7 +51,7 @@ export interface GqlResponse<T> {
 const sign = createTokenSigner(TEST_JWT_SECRET)
 
 export async function buildTestApp(options: TestAppOptions = {}): Promise<TestApp> {
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'gw-test-'))
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'gw-test-')))
   const ownsDatabase = options.postgres !== false && !options.database
   const database = options.postgres === false ? undefined : (options.database ?? (await createEmptyDatabase()))
   const redisPrefix = options.redisPrefix ?? uniqueRedisPrefix()
@@ -88,7 +90,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     close: async () => {
       await app.close()
       if (ownsDatabase) await database!.drop()
-      await rm(dataDir, { recursive: true, force: true })
+      if (!options.dataDir) await rm(dataDir, { recursive: true, force: true })
     },
   }
 }
