@@ -1,7 +1,7 @@
 import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { Config } from '../config'
 import { createDatabase, type DatabaseHandle } from '../infra/db/client'
 import { loadDevSecrets } from '../infra/dev-secrets'
@@ -27,7 +27,7 @@ declare module 'fastify' {
     secrets: Secrets
     signer: UrlSigner
     db: DatabaseHandle
-    redis: Redis | null
+    redis: Redis | Cluster | null
     storage: ObjectStorage
     mail: MailTransport
     events: EventBus
@@ -63,8 +63,8 @@ export const databasePlugin = fp(
 
 export const redisPlugin = fp(
   async (app: FastifyInstance) => {
-    const redis = app.config.redisUrl ? createRedis({ url: app.config.redisUrl }) : null
-    app.decorate('redis', redis)
+    const redis = app.config.redisUrl ? createRedis({ url: app.config.redisUrl, cluster: app.config.redisCluster }) : null
+    app.decorate<FastifyInstance['redis']>('redis', redis)
     if (!redis) return
     app.addHook('onClose', () => closeRedis(redis))
     // Give Redis a moment to connect so the first requests use it; past that, boot anyway and degrade.
@@ -76,7 +76,7 @@ export const redisPlugin = fp(
 
 const REDIS_BOOT_WAIT_MS = 2_000
 
-function waitForReady(redis: Redis, timeoutMs: number): Promise<boolean> {
+function waitForReady(redis: Redis | Cluster, timeoutMs: number): Promise<boolean> {
   if (redis.status === 'ready') return Promise.resolve(true)
   return new Promise((resolve) => {
     const done = (ok: boolean) => {

@@ -5,7 +5,7 @@
  * carries each push to subscribers on every instance.
  */
 import { eq } from 'drizzle-orm'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { Database } from '../../infra/db/client'
 import { campaigns, campaignStats } from '../../infra/db/schema/campaigns'
 import type { CacheService } from '../cache/cache-service'
@@ -86,7 +86,7 @@ export interface PushGate {
   tryAcquire(key: string, windowMs: number): Promise<number>
 }
 
-export function createPushGate(redis: Redis | null, keyPrefix = ''): PushGate {
+export function createPushGate(redis: Redis | Cluster | null, keyPrefix = ''): PushGate {
   const local = new Map<string, number>()
   const tryLocal = (key: string, windowMs: number) => {
     const now = Date.now()

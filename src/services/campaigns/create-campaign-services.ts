@@ -1,7 +1,7 @@
 /**
  * Wires the campaign domain from its adapters, so the app's services plugin needs one call.
  */
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { CampaignConfig } from '../../config'
 import type { Database } from '../../infra/db/client'
 import type { MailTransport } from '../../infra/mail/types'
@@ -20,7 +20,7 @@ import { createUnsubscribeLinks } from './unsubscribe-links'
 
 export interface CampaignServicesDeps {
   db: Database
-  redis: Redis | null
+  redis: Redis | Cluster | null
   redisKeyPrefix: string
   transport: MailTransport
   signer: UrlSigner

@@ -4,7 +4,7 @@
  * fleet slows down together instead of each worker finding the limit on its own.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 
 export interface RateLimiter {
   /** Resolves when a request may be made; rejects when the signal aborts. */
@@ -18,7 +18,7 @@ export interface RateLimiterOptions {
   ratePerSecond: number
   /** Requests that may go out back to back after a quiet spell. */
   burst?: number
-  redis?: Redis | null
+  redis?: Redis | Cluster | null
   keyPrefix?: string
   logger?: { warn(obj: Record<string, unknown>, msg?: string): void }
 }
