@@ -117,6 +117,16 @@ describe('resend transport', () => {
     expect(results[2]).toEqual({ providerId: fake.sent[1]!.id })
   })
 
+  it('remembers the rate-limit window Resend reports', async () => {
+    fake.successHeaders({ 'ratelimit-limit': '2', 'ratelimit-remaining': '1', 'ratelimit-reset': '1' })
+    const t = transport()
+    expect(t.rateLimit?.()).toBeUndefined()
+    await t.send(message())
+    const window = t.rateLimit?.()
+    expect(window).toMatchObject({ limit: 2, remaining: 1 })
+    expect(window!.resetAt).toBeGreaterThan(Date.now())
+  })
+
   it('gets the same ids back for a repeated idempotency key without sending again', async () => {
     const t = transport()
     const first = await t.sendBatch([message({ subject: 'a' }), message({ subject: 'b' })], { idempotencyKey: 'batch/7' })

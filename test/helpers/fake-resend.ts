@@ -58,7 +58,9 @@ export interface FakeResend {
   failNext(status: number, times?: number, headers?: Record<string, string>, error?: FakeResendErrorOverride): void
   /** The next `times` requests (default 1) are recorded and never answered: for timeout tests. */
   stallNext(times?: number): void
-  /** Forgets requests, sent emails, idempotency keys and queued failures or stalls. */
+  /** Headers added to every successful answer from now on, e.g. Resend's `ratelimit-*` window. */
+  successHeaders(headers: Record<string, string>): void
+  /** Forgets requests, sent emails, idempotency keys, queued failures or stalls, and success headers. */
   reset(): void
   close(): Promise<void>
 }
@@ -88,6 +90,7 @@ const MAX_BATCH = 100
 const MAX_RECIPIENTS = 50
 
 export async function startFakeResend(): Promise<FakeResend> {
+  let extraSuccessHeaders: Record<string, string> = {}
   const requests: FakeResendRequest[] = []
   const sent: FakeResendEmail[] = []
   const faults: Fault[] = []
@@ -136,7 +139,7 @@ export async function startFakeResend(): Promise<FakeResend> {
         : acceptBatch(body.value, key, req.headers['x-batch-validation'] === 'permissive')
     // Like Resend, only a processed request pins its key; a refused one may be retried with the same key.
     if (slot !== undefined && reply.status === 200) idempotency.set(slot, { fingerprint, reply })
-    send(res, reply)
+    send(res, reply.status === 200 ? { ...reply, headers: { ...reply.headers, ...extraSuccessHeaders } } : reply)
   }
 
   function acceptSingle(payload: unknown, key: string | undefined): Reply {
@@ -194,7 +197,11 @@ export async function startFakeResend(): Promise<FakeResend> {
     stallNext(times = 1) {
       faults.push({ kind: 'stall', remaining: times })
     },
+    successHeaders(headers) {
+      extraSuccessHeaders = { ...headers }
+    },
     reset() {
+      extraSuccessHeaders = {}
       requests.length = 0
       sent.length = 0
       faults.length = 0

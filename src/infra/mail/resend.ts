@@ -1,7 +1,7 @@
 import { Resend } from 'resend'
 import type { CreateEmailOptions, ErrorResponse } from 'resend'
 import { MailProviderError } from './types'
-import type { MailMessage, MailTransport, SendOptions, SendResult, BatchItemResult, BatchSendOptions } from './types'
+import type { BatchItemResult, BatchSendOptions, MailMessage, MailTransport, RateLimitState, SendOptions, SendResult } from './types'
 
 export interface ResendTransportOptions {
   apiKey: string
@@ -28,14 +28,20 @@ export function createResendTransport(opts: ResendTransportOptions): MailTranspo
   if (!opts.apiKey) throw new Error('createResendTransport needs an API key')
   const resend = new Resend(opts.apiKey)
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  let window: RateLimitState | undefined
+  const observe = (headers: Record<string, string> | null) => {
+    window = parseRateLimit(headers) ?? window
+  }
 
   return {
     kind: 'resend',
+    rateLimit: () => window,
 
     async send(message: MailMessage, options: SendOptions = {}): Promise<SendResult> {
       const result = await withDeadline(timeoutMs, (signal) =>
         resend.emails.send(toPayload(message), { idempotencyKey: options.idempotencyKey, signal }),
       )
+      observe(result.headers)
       if (result.error) throw toProviderError(result.error, result.headers)
       return { providerId: result.data.id }
     },
@@ -52,6 +58,7 @@ export function createResendTransport(opts: ResendTransportOptions): MailTranspo
           ...(options.permissive ? { batchValidation: 'permissive' as const } : {}),
         }),
       )
+      observe(result.headers)
       if (result.error) throw toProviderError(result.error, result.headers)
       const ids = result.data.data.map((d) => d.id)
       // Permissive answers list the accepted ids in input order with the refused indexes left out.
@@ -119,6 +126,18 @@ function toProviderError(error: ErrorResponse, headers: Record<string, string> |
   const retryAfterMs = retryable ? parseRetryAfter(headers?.['retry-after']) : undefined
   const where = status === undefined ? error.name : `${error.name}, HTTP ${status}`
   return new MailProviderError(`Resend refused the request (${where}): ${error.message}`, retryable, status, retryAfterMs)
+}
+
+/**
+ * Resend sends `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` (seconds until the
+ * window resets) on every response: callers can slow down before a 429 rather than after.
+ */
+function parseRateLimit(headers: Record<string, string> | null): RateLimitState | undefined {
+  const remaining = Number(headers?.['ratelimit-remaining'])
+  const reset = Number(headers?.['ratelimit-reset'])
+  if (!headers?.['ratelimit-remaining'] || !Number.isFinite(remaining) || !Number.isFinite(reset)) return undefined
+  const limit = Number(headers['ratelimit-limit'])
+  return { limit: Number.isFinite(limit) ? limit : undefined, remaining, resetAt: Date.now() + reset * 1000 }
 }
 
 /** retry-after is either delay-seconds or an HTTP date (RFC 9110). */

@@ -34,8 +34,18 @@ export interface BatchSendOptions extends SendOptions {
 /** One item of a batch, in input order: accepted with its provider id, or refused with a reason. */
 export type BatchItemResult = { providerId: string; error?: undefined } | { providerId?: undefined; error: string }
 
+/** The provider's rate-limit window as its last response described it (IETF RateLimit headers). */
+export interface RateLimitState {
+  limit?: number
+  remaining: number
+  /** Epoch ms when the window resets. */
+  resetAt: number
+}
+
 export interface MailTransport {
   readonly kind: 'resend' | 'outbox'
+  /** The latest rate-limit window the provider reported, if it reports one. */
+  rateLimit?(): RateLimitState | undefined
   send(message: MailMessage, options?: SendOptions): Promise<SendResult>
   /** Up to 100 messages; results are in input order. Without `permissive`, every item has a providerId. */
   sendBatch(messages: MailMessage[], options?: BatchSendOptions): Promise<BatchItemResult[]>

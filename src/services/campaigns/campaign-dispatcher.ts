@@ -206,6 +206,9 @@ export class CampaignDispatcher {
         results.forEach((r, i) =>
           r.providerId !== undefined ? outcome.accepted.push({ id: sentIds[i]!, providerId: r.providerId }) : outcome.failed.push({ id: sentIds[i]!, reason: r.error }),
         )
+        // The provider said its window is used up: hold every instance until it resets, instead of earning a 429.
+        const window = this.deps.transport.rateLimit?.()
+        if (window && window.remaining <= 0 && window.resetAt > Date.now()) await this.deps.limiter.backOff(window.resetAt - Date.now())
       } catch (err) {
         await this.handleSendError(batch, campaign, { allIds: recipients.map((r) => r.id), sentIds, renderFailures: outcome.failed }, err)
         return
