@@ -6,12 +6,13 @@
  *   npx tsx bench/email.bench.ts            # full run
  *   BENCH_DISPATCH=20000 BENCH_IMPORT=200000 npx tsx bench/email.bench.ts   # smaller
  *
- * Prints one `BENCH_RESULT {json}` line at the end.
+ * Prints one `BENCH_RESULT {json}` line at the end (see bench/lib/result.ts).
  */
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
+import { reportResult, versus, type BenchResult, type Figure } from './lib/result'
 import { pipeline } from 'node:stream/promises'
 import { parse } from 'csv-parse'
 import { sql } from 'drizzle-orm'
@@ -232,7 +233,48 @@ async function main() {
     await database.drop()
     await endpoint.close()
   }
-  process.stdout.write(`BENCH_RESULT ${JSON.stringify(result)}\n`)
+  reportResult(toFigures(result))
+}
+
+type Rss = { startMiB: number; maxMiB: number; endMiB: number }
+
+/** The runner's format: each figure with its same-run baseline and the issue's target. */
+function toFigures(result: Record<string, unknown>): BenchResult {
+  const figures: Figure[] = []
+  const sdk = result.sdkBaseline as { emails: number; emailsPerSecond: number } | undefined
+  const sdkFigure: Figure | undefined = sdk && { name: 'baseline: resend SDK alone to the local endpoint', value: sdk.emailsPerSecond, unit: 'emails/s', note: `${sdk.emails} emails` }
+  if (sdkFigure) figures.push(sdkFigure)
+  const d = result.dispatch as { recipients: number; emailsPerSecond: number; seconds: number; rss: Rss; materialiseSeconds: number; providerEmails: number; campaignStatus: string } | undefined
+  if (d) {
+    const dispatch: Figure = {
+      name: `dispatch ${d.recipients} recipients (claim, render, SDK, record)`,
+      value: d.emailsPerSecond,
+      unit: 'emails/s',
+      target: '≥ 2000 emails/s',
+      met: d.emailsPerSecond >= 2000,
+      note: `${d.seconds} s; provider received ${d.providerEmails} (no duplicates: ${d.providerEmails === d.recipients}); campaign ${d.campaignStatus}; RSS ${d.rss.startMiB} → max ${d.rss.maxMiB} → ${d.rss.endMiB} MiB`,
+    }
+    figures.push(sdkFigure ? versus(dispatch, sdkFigure) : dispatch)
+  }
+  const r = result.rateLimited as { emailsPerSecond: number; projectedMinutesFor1M: number; seconds: number; requests: number } | undefined
+  if (r) {
+    figures.push({ name: 'sustained rate at 5 requests/s (batches of 100)', value: r.emailsPerSecond, unit: 'emails/s', note: `${r.requests} requests in ${r.seconds} s` })
+    figures.push({ name: 'projected time for 1M recipients at 5 requests/s', value: r.projectedMinutesFor1M, unit: 'min', target: '≤ 45 min', met: r.projectedMinutesFor1M <= 45 })
+  }
+  const i = result.import as { rows: number; imported: number; seconds: number; contactsPerSecond: number; parseOnlyRowsPerSecond: number; rss: Rss } | undefined
+  if (i) {
+    const parseOnly: Figure = { name: 'baseline: CSV parse only', value: i.parseOnlyRowsPerSecond, unit: 'rows/s' }
+    figures.push(parseOnly)
+    figures.push(
+      versus(
+        { name: `CSV import of ${i.rows} rows`, value: i.contactsPerSecond, unit: 'contacts/s', target: '1M in < 60 s', met: i.rows >= 1_000_000 ? i.seconds < 60 : undefined, note: `${i.imported} imported in ${i.seconds} s; RSS max ${i.rss.maxMiB} MiB` },
+        parseOnly,
+      ),
+    )
+  }
+  const m = result.materialise as { recipients: number; seconds: number; rowsPerSecond: number } | undefined
+  if (m) figures.push({ name: `materialise ${m.recipients} recipients (one INSERT … SELECT)`, value: m.seconds, unit: 's', note: `${m.rowsPerSecond} rows/s` })
+  return { bench: 'email', figures }
 }
 
 main().catch((err: unknown) => {
