@@ -116,7 +116,8 @@ describe('dispatch that follows the provider\'s ratelimit headers', () => {
     fake = await startFakeResend()
     process.env.RESEND_BASE_URL = fake.url
     // No limit of our own: only the provider's window can space the requests.
-    t = await buildTestApp({ env: { RESEND_API_KEY: 're_test_key', CAMPAIGN_RATE_LIMIT_PER_SECOND: '0', CAMPAIGN_BATCH_SIZE: '2' } })
+    // One batch at a time, so the second is sent after the first response reported the window.
+    t = await buildTestApp({ env: { RESEND_API_KEY: 're_test_key', CAMPAIGN_RATE_LIMIT_PER_SECOND: '0', CAMPAIGN_BATCH_SIZE: '2', CAMPAIGN_CONCURRENCY: '1' } })
   })
   afterAll(async () => {
     await t.close()
