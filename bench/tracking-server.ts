@@ -2,7 +2,8 @@
  * The server side of bench/tracking.bench.ts, in a process of its own so that autocannon (in the
  * parent) and the servers do not share an event loop. It runs, on two ports:
  *   - the real app, built as the tests build it (PostgreSQL, Redis, rate limiting, metrics...);
- *   - a bare Fastify with two routes answering the same GIF and the same kind of 302, the baseline.
+ *   - a bare Fastify with the same two URL patterns answering the same GIF and the same kind of 302
+ *     without reading the token, the baseline (the client sends both the very same requests).
  * It reports its ports over IPC and answers `stats` requests with the tracking buffer's counters.
  */
 import Fastify from 'fastify'
@@ -31,10 +32,10 @@ async function main(): Promise<void> {
   const appAddress = await app.listen({ host: '127.0.0.1', port: 0 })
 
   const bare = Fastify({ logger: false })
-  bare.get('/pixel.gif', (_request, reply) => {
+  bare.get('/t/o/:file', (_request, reply) => {
     void reply.code(200).headers({ 'content-type': 'image/gif', 'cache-control': 'no-store' }).send(GIF)
   })
-  bare.get('/redirect', (_request, reply) => {
+  bare.get('/t/c/*', (_request, reply) => {
     void reply.code(302).header('location', 'https://shop.example.com/sale?x=1&y=2').send()
   })
   const bareAddress = await bare.listen({ host: '127.0.0.1', port: 0 })

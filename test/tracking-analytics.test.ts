@@ -1,7 +1,6 @@
 import type net from 'node:net'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { writeHits } from '../src/services/tracking/engagement-writer'
 import { EventType } from '../src/services/tracking/event-types'
 import { collect, wsClient } from './helpers/ws'
 import { campaignStats, pixelPath, postWebhook, resendEvent, sendTrackedCampaign, startTrackingApp, type TrackingContext } from './tracking-fixtures'
@@ -16,7 +15,7 @@ afterAll(async () => {
   await ctx.fake.close()
 })
 
-const write = (hits: Parameters<typeof writeHits>[1]) => writeHits(ctx.t.app.db.db, hits, { scannerWindowMs: 0 })
+const write = (hits: Parameters<TrackingContext['t']['app']['services']['tracking']['writer']['write']>[0]) => ctx.t.app.services.tracking.writer.write(hits)
 
 type Point = { at: string; sent: number; delivered: number; opens: number; humanOpens: number; clicks: number; humanClicks: number; unsubscribes: number }
 
@@ -33,7 +32,8 @@ describe('unique and total figures', () => {
   it('counts a machine open before the human one as one unique open and one unique human open', async () => {
     const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['mpp-then-human@example.com', 'clicks-only@example.com'])
     const [a, b] = recipients.map((r) => r.id) as [number, number]
-    const now = Date.now()
+    // Long after the send, so the click is not taken for a scanner's.
+    const now = Date.now() + 3600_000
     await write([
       { type: EventType.open, recipientId: a, at: now - 3000, machine: true },
       { type: EventType.open, recipientId: a, at: now - 2000, machine: false },
@@ -73,6 +73,20 @@ describe('Campaign.timeline', () => {
       [3, 1, 0],
       [0, 0, 1],
     ])
+  })
+
+  it('counts a one-click unsubscribe once in the timeline, however often it is posted', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['tl-leaver@example.com'])
+    const link = /<(http:\/\/groundwork\.test\/t\/u\/[^>]+)>/.exec(recipients[0]!.message.headers!['List-Unsubscribe']!)![1]!
+    const from = new Date(Date.now() - 60_000)
+    for (let i = 0; i < 2; i++) {
+      const res = await ctx.t.app.inject({ method: 'POST', url: new URL(link).pathname, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'List-Unsubscribe=One-Click' })
+      expect(res.statusCode).toBe(200)
+    }
+    await ctx.t.app.services.tracking.flush()
+    const series = await timeline(campaignId, from, new Date(Date.now() + 60_000), 'HOUR')
+    expect(series.data.campaign.timeline.reduce((n, p) => n + p.unsubscribes, 0)).toBe(1)
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ unsubscribed: 1 })
   })
 
   it('refuses an empty range and too many points', async () => {

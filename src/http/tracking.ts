@@ -49,7 +49,9 @@ interface ConversionBody {
 
 export async function trackingRoutes(app: FastifyInstance): Promise<void> {
   const { recorder, conversions } = app.services.tracking
-  const rateLimit = { max: app.config.tracking.rateLimitMax }
+  // Per IP, with a max of its own; no x-ratelimit-* headers on every pixel, only Retry-After on a 429.
+  const noHeaders = { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false }
+  const rateLimit = { max: app.config.tracking.rateLimitMax, addHeaders: noHeaders, addHeadersOnExceeding: noHeaders }
   // navigator.sendBeacon posts JSON as text/plain, which also spares the browser a preflight.
   app.addContentTypeParser('text/plain', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => {
     try {

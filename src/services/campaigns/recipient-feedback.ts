@@ -1,6 +1,7 @@
 /**
  * What comes back after sending: one-click unsubscribes, and delivery events (delivered, bounced,
- * complained) that the tracking/webhook work will feed in by provider id. Each is a monotonic state
+ * complained, failed, suppressed) that the provider's webhooks feed in (src/services/tracking),
+ * found by provider id or by the recipient's tags. Each is a monotonic state
  * change with its counters in the same statement, the address joins the global suppression list
  * where it should, and the campaign pauses itself when its bounce or complaint rate gets too high.
  */

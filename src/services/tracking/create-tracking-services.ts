@@ -10,7 +10,7 @@ import type { UrlSigner } from '../../infra/storage/signed-url'
 import type { RecipientFeedbackService } from '../campaigns/recipient-feedback'
 import { ConversionService } from './conversions'
 import { EmailAnalytics } from './email-analytics'
-import { writeHits, type Hit } from './engagement-writer'
+import { EngagementWriter, type Hit } from './engagement-writer'
 import { EventBuffer } from './event-buffer'
 import { EventPruner } from './event-pruner'
 import { EventType } from './event-types'
@@ -65,6 +65,7 @@ export interface TrackingServices {
     processor: WebhookProcessor
   }
   buffer: EventBuffer<Hit>
+  writer: EngagementWriter
   pruner: EventPruner
   campaignHooks: CampaignTrackingHooks
   isMachine: MachineDetector
@@ -79,7 +80,7 @@ export interface TrackingServices {
 export function createTrackingServices(deps: TrackingServicesDeps): TrackingServices {
   const { db, config, logger } = deps
   const notify = (campaignId: string) => deps.campaigns().statsChanged(campaignId)
-  const write = { scannerWindowMs: config.scannerWindowSeconds * 1000 }
+  const writer = new EngagementWriter(db, { scannerWindowMs: config.scannerWindowSeconds * 1000 })
   const tokens = createTrackingTokens(deps.signer)
   const isMachine = createMachineDetector(config.machineUserAgents)
   const buffer = new EventBuffer<Hit>({
@@ -88,7 +89,7 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
     intervalMs: config.flushMs,
     logger,
     write: async (batch) => {
-      for (const campaignId of await writeHits(db, batch, write)) notify(campaignId)
+      for (const campaignId of await writer.write(batch)) notify(campaignId)
     },
   })
   buffer.start()
@@ -96,7 +97,7 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
   const processor = new WebhookProcessor({
     db,
     feedback: { applyDeliveryEvent: (...args) => deps.campaigns().feedback.applyDeliveryEvent(...args) },
-    write,
+    writer,
     notify,
     concurrency: config.webhookConcurrency,
     pollMs: deps.pollMs,
@@ -134,13 +135,14 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
       processor,
     },
     buffer,
+    writer,
     pruner,
     isMachine,
     campaignHooks: {
       message: createMessageTracking({ tokens, publicUrl: deps.publicUrl, opens: config.opens, clicks: config.clicks, linkTtlSeconds: config.linkTtlDays * 86_400 }),
       sendOutcome(accepted, failed) {
-        if (accepted.length > 0) recorder.sent(accepted, EventType.sent)
-        if (failed.length > 0) recorder.sent(failed, EventType.failed)
+        if (accepted.length > 0) recorder.sendOutcome(accepted, EventType.sent)
+        if (failed.length > 0) recorder.sendOutcome(failed, EventType.failed)
       },
       unsubscribed: (recipientId) => recorder.unsubscribed(recipientId),
     },

@@ -49,7 +49,7 @@ export class HitRecorder {
   }
 
   /** A send outcome from the dispatcher, counted in the rollups (never a blocking write on the send path). */
-  sent(recipientIds: number[], type: typeof EventType.sent | typeof EventType.failed): void {
+  sendOutcome(recipientIds: number[], type: typeof EventType.sent | typeof EventType.failed): void {
     const at = Date.now()
     for (const recipientId of recipientIds) this.deps.buffer.push({ type, recipientId, at, machine: false })
   }

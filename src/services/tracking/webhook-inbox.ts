@@ -44,7 +44,8 @@ export async function claimWebhookEvents(db: Database, limit: number, leaseMs: n
     update webhook_events w set locked_until = now() + make_interval(secs => ${leaseMs / 1000}::double precision), attempts = w.attempts + 1
     from (
       select id from webhook_events
-      where status = 'pending' and next_attempt_at <= now() and (locked_until is null or locked_until < now())
+      -- The column keeps milliseconds, rounded: a row stored a moment ago may read up to half a millisecond ahead.
+      where status = 'pending' and next_attempt_at < now() + interval '1 millisecond' and (locked_until is null or locked_until < now())
       order by next_attempt_at, id
       limit ${limit}
       for update skip locked
