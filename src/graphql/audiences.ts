@@ -3,8 +3,7 @@ import type { AddContactsReport, AudienceRow, ContactProblem, ContactRow, Suppre
 import type { ImportReport, ImportRowError } from '../services/campaigns/contact-import'
 import { builder } from './builder'
 import { asResult, resultTypeResolver } from './campaign-errors'
-import { connectionOf, decodeCursor, encodeCursor, pageSize, toConnection } from './connection'
-import { timeCursor } from './email-templates'
+import { connectionOf, decodeCursor, encodeCursor, paginate, timeCursor, timeCursorOf } from './connection'
 
 const ContactStatusEnum = builder.enumType('ContactStatus', {
   description: 'Whether a contact receives campaigns.',
@@ -60,9 +59,7 @@ export const AudienceRef = builder.objectRef<AudienceRow>('Audience').implement(
         status: t.arg({ type: ContactStatusEnum, required: false, description: 'Only this status.' }),
       },
       resolve: async (a, args, ctx) => {
-        const first = pageSize(args.first)
-        const rows = await ctx.services.audiences.listContacts(a.id, { limit: first + 1, afterId: stringCursor(args.after), status: args.status ?? undefined })
-        return toConnection(rows, first, (c) => encodeCursor([c.id]))
+        return paginate(args.first, (limit) => ctx.services.audiences.listContacts(a.id, { limit, afterId: stringCursor(args.after), status: args.status ?? undefined }), (c) => encodeCursor([c.id]))
       },
     }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was created.' }),
@@ -200,9 +197,7 @@ builder.queryFields((t) => ({
       after: t.arg.string({ required: false, description: 'endCursor of the previous page.' }),
     },
     resolve: async (_root, args, ctx) => {
-      const first = pageSize(args.first)
-      const rows = await ctx.services.audiences.listAudiences({ limit: first + 1, after: timeCursor(args.after) })
-      return toConnection(rows, first, (r) => encodeCursor([r.createdAt.toISOString(), r.id]))
+      return paginate(args.first, (limit) => ctx.services.audiences.listAudiences({ limit, after: timeCursor(args.after) }), timeCursorOf)
     },
   }),
   suppressions: t.field({
@@ -214,9 +209,7 @@ builder.queryFields((t) => ({
       after: t.arg.string({ required: false, description: 'endCursor of the previous page.' }),
     },
     resolve: async (_root, args, ctx) => {
-      const first = pageSize(args.first)
-      const rows = await ctx.services.audiences.listSuppressions({ limit: first + 1, afterEmail: stringCursor(args.after) })
-      return toConnection(rows, first, (s) => encodeCursor([s.email]))
+      return paginate(args.first, (limit) => ctx.services.audiences.listSuppressions({ limit, afterEmail: stringCursor(args.after) }), (s) => encodeCursor([s.email]))
     },
   }),
 }))

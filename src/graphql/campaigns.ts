@@ -5,9 +5,9 @@ import { campaignStatsTopic, type CampaignStatsSnapshot } from '../services/camp
 import { AudienceRef } from './audiences'
 import { builder } from './builder'
 import { asResult, CAMPAIGN_ERRORS, resultTypeResolver } from './campaign-errors'
-import { connectionOf, decodeCursor, encodeCursor, pageSize, toConnection } from './connection'
+import { connectionOf, decodeCursor, encodeCursor, paginate, timeCursor, timeCursorOf } from './connection'
 import type { GraphQLContext } from './context'
-import { EmailTemplateRef, EmailTemplateVersionRef, timeCursor } from './email-templates'
+import { EmailTemplateRef, EmailTemplateVersionRef } from './email-templates'
 
 const CampaignStatusEnum = builder.enumType('CampaignStatus', {
   description: 'Where a campaign is in its life cycle.',
@@ -121,9 +121,7 @@ export const CampaignRef = builder.objectRef<CampaignRow>('Campaign').implement(
         status: t.arg({ type: RecipientStatusEnum, required: false, description: 'Only this state, e.g. FAILED.' }),
       },
       resolve: async (c, args, ctx) => {
-        const first = pageSize(args.first)
-        const rows = await ctx.services.campaigns.listRecipients(c.id, { limit: first + 1, afterId: idCursor(args.after), status: args.status ?? undefined })
-        return toConnection(rows, first, (r) => encodeCursor([r.id]))
+        return paginate(args.first, (limit) => ctx.services.campaigns.listRecipients(c.id, { limit, afterId: idCursor(args.after), status: args.status ?? undefined }), (r) => encodeCursor([r.id]))
       },
     }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was created.' }),
@@ -187,9 +185,7 @@ builder.queryFields((t) => ({
       status: t.arg({ type: CampaignStatusEnum, required: false, description: 'Only this status.' }),
     },
     resolve: async (_root, args, ctx) => {
-      const first = pageSize(args.first)
-      const rows = await ctx.services.campaigns.listCampaigns({ limit: first + 1, after: timeCursor(args.after), status: args.status })
-      return toConnection(rows, first, (r) => encodeCursor([r.createdAt.toISOString(), r.id]))
+      return paginate(args.first, (limit) => ctx.services.campaigns.listCampaigns({ limit, after: timeCursor(args.after), status: args.status }), timeCursorOf)
     },
   }),
 }))

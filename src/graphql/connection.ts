@@ -76,3 +76,21 @@ export function decodeCursor(cursor: string | null | undefined): unknown[] | und
   }
   throw ValidationError.field(['after'], 'The cursor is invalid')
 }
+
+/** Cursor of lists ordered by (createdAt desc, id desc). */
+export function timeCursor(after: string | null | undefined): { createdAt: Date; id: string } | undefined {
+  const parts = decodeCursor(after)
+  if (!parts) return undefined
+  const [createdAt, id] = parts
+  const date = typeof createdAt === 'string' ? new Date(createdAt) : null
+  if (!date || Number.isNaN(date.getTime()) || typeof id !== 'string') throw ValidationError.field(['after'], 'The cursor is invalid')
+  return { createdAt: date, id }
+}
+
+export const timeCursorOf = (row: { createdAt: Date; id: string }) => encodeCursor([row.createdAt.toISOString(), row.id])
+
+/** One page of a list: validates `first`, fetches one row more than it shows, and builds the connection. */
+export async function paginate<T>(first: number | null | undefined, fetch: (limit: number) => Promise<T[]>, cursorOf: (row: T) => string): Promise<Connection<T>> {
+  const size = pageSize(first)
+  return toConnection(await fetch(size + 1), size, cursorOf)
+}

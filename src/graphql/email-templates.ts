@@ -5,7 +5,7 @@ import type { EmailTemplateRow, EmailTemplateVersionRow, TemplatePreview } from 
 import { MissingVariablesError, TemplateError } from '../services/campaigns/template-engine'
 import { builder } from './builder'
 import { asResult, resultTypeResolver, TEMPLATE_ERRORS } from './campaign-errors'
-import { connectionOf, decodeCursor, encodeCursor, pageSize, toConnection } from './connection'
+import { connectionOf, paginate, timeCursor, timeCursorOf } from './connection'
 
 export const TemplateKindEnum = builder.enumType('EmailTemplateKind', {
   description: 'What a template is for.',
@@ -164,9 +164,7 @@ builder.queryFields((t) => ({
       after: t.arg.string({ required: false, description: 'endCursor of the previous page.' }),
     },
     resolve: async (_root, args, ctx) => {
-      const first = pageSize(args.first)
-      const rows = await ctx.services.emailTemplates.listTemplates({ limit: first + 1, after: timeCursor(args.after) })
-      return toConnection(rows, first, (r) => encodeCursor([r.createdAt.toISOString(), r.id]))
+      return paginate(args.first, (limit) => ctx.services.emailTemplates.listTemplates({ limit, after: timeCursor(args.after) }), timeCursorOf)
     },
   }),
 }))
@@ -244,12 +242,3 @@ function toSampleData(value: unknown): Record<string, unknown> | null {
   return value as Record<string, unknown>
 }
 
-/** Cursor of lists ordered by (createdAt desc, id desc). */
-export function timeCursor(after: string | null | undefined): { createdAt: Date; id: string } | undefined {
-  const parts = decodeCursor(after)
-  if (!parts) return undefined
-  const [createdAt, id] = parts
-  const date = typeof createdAt === 'string' ? new Date(createdAt) : null
-  if (!date || Number.isNaN(date.getTime()) || typeof id !== 'string') throw ValidationError.field(['after'], 'The cursor is invalid')
-  return { createdAt: date, id }
-}

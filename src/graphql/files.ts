@@ -7,7 +7,7 @@ import { MAX_URL_TTL, MIN_URL_TTL } from '../services/files/file-service'
 import { progressStream } from '../services/files/progress-stream'
 import { uploadProgressTopic, type UploadProgressEvent } from '../services/files/upload-progress'
 import { builder } from './builder'
-import { connectionOf, decodeCursor, encodeCursor, pageSize, toConnection } from './connection'
+import { connectionOf, paginate, timeCursor, timeCursorOf } from './connection'
 import type { GraphQLContext } from './context'
 import { UPLOAD_ERRORS } from './errors'
 
@@ -221,10 +221,8 @@ builder.queryFields((t) => ({
       after: t.arg.string({ required: false, description: 'endCursor of the previous page.' }),
     },
     resolve: async (_root, args, ctx) => {
-      const first = pageSize(args.first)
-      const after = fileCursor(args.after)
-      const rows = await ctx.services.files.listFiles(ctx.viewer!, { first: first + 1, after })
-      return toConnection(rows, first, (f) => encodeCursor([f.createdAt.toISOString(), f.id]))
+      const after = timeCursor(args.after)
+      return paginate(args.first, (limit) => ctx.services.files.listFiles(ctx.viewer!, { first: limit, after }), timeCursorOf)
     },
   }),
 }))
@@ -334,11 +332,3 @@ async function toUploadInput(
   }
 }
 
-function fileCursor(after: string | null | undefined) {
-  const parts = decodeCursor(after)
-  if (!parts) return undefined
-  const [createdAt, id] = parts
-  const date = typeof createdAt === 'string' ? new Date(createdAt) : null
-  if (!date || Number.isNaN(date.getTime()) || typeof id !== 'string') throw ValidationError.field(['after'], 'The cursor is invalid')
-  return { createdAt: date, id }
-}
