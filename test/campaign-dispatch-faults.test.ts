@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createResendTransport } from '../src/infra/mail/resend'
 import type { BatchItemResult, BatchSendOptions, MailMessage, MailTransport } from '../src/infra/mail/types'
 import { CampaignDispatcher } from '../src/services/campaigns/campaign-dispatcher'
@@ -7,30 +7,15 @@ import { CampaignStatsPublisher, createPushGate } from '../src/services/campaign
 import { createRateLimiter } from '../src/services/campaigns/rate-limiter'
 import { createUnsubscribeLinks } from '../src/services/campaigns/unsubscribe-links'
 import { buildTestApp, type TestApp } from './helpers/app'
-import { startFakeResend, type FakeResend } from './helpers/fake-resend'
-import { addContacts, campaignAction, createAudience, createCampaign, createPublishedTemplate, getCampaign } from './campaign-fixtures'
+import { type FakeResend } from './helpers/fake-resend'
+import { addContacts, campaignAction, createAudience, createCampaign, getCampaign, useCampaignApp } from './campaign-fixtures'
 
 const API_KEY = 're_test_key'
 let fake: FakeResend
 let t: TestApp
 let admin: string
 let templateId: string
-
-beforeAll(async () => {
-  fake = await startFakeResend()
-  process.env.RESEND_BASE_URL = fake.url
-  t = await buildTestApp({ env: { RESEND_API_KEY: API_KEY, CAMPAIGN_RATE_LIMIT_PER_SECOND: '0' } })
-  admin = t.token('admin')
-  templateId = await createPublishedTemplate(t, admin)
-})
-afterAll(async () => {
-  await t.close()
-  await fake.close()
-})
-beforeEach(async () => {
-  fake.reset()
-  await t.app.db.db.execute(sql`update campaigns set status = 'cancelled' where status in ('sending', 'paused', 'scheduled')`)
-})
+useCampaignApp({}, (app) => ({ fake, t, admin, templateId } = app))
 
 function dispatcher(options: { transport?: MailTransport; leaseMs?: number; batchSize?: number; concurrency?: number } = {}) {
   const db = t.app.db.db

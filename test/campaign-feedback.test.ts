@@ -1,37 +1,14 @@
 import { sql } from 'drizzle-orm'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { buildTestApp, type TestApp } from './helpers/app'
-import { startFakeResend, type FakeResend } from './helpers/fake-resend'
-import { addContacts, campaignAction, createAudience, createCampaign, createPublishedTemplate, getCampaign } from './campaign-fixtures'
+import { describe, expect, it } from 'vitest'
+import { type TestApp } from './helpers/app'
+import { type FakeResend } from './helpers/fake-resend'
+import { addContacts, campaignAction, createAudience, createCampaign, getCampaign, useCampaignApp } from './campaign-fixtures'
 
 let fake: FakeResend
 let t: TestApp
 let admin: string
 let templateId: string
-
-beforeAll(async () => {
-  fake = await startFakeResend()
-  process.env.RESEND_BASE_URL = fake.url
-  t = await buildTestApp({
-    env: {
-      RESEND_API_KEY: 're_test_key',
-      CAMPAIGN_RATE_LIMIT_PER_SECOND: '0',
-      CAMPAIGN_PAUSE_MIN_SENT: '10',
-      CAMPAIGN_PAUSE_BOUNCE_RATE: '0.02',
-      CAMPAIGN_PAUSE_COMPLAINT_RATE: '0.0005',
-    },
-  })
-  admin = t.token('admin')
-  templateId = await createPublishedTemplate(t, admin)
-})
-afterAll(async () => {
-  await t.close()
-  await fake.close()
-})
-beforeEach(async () => {
-  fake.reset()
-  await t.app.db.db.execute(sql`update campaigns set status = 'cancelled' where status in ('sending', 'paused', 'scheduled')`)
-})
+useCampaignApp({ CAMPAIGN_PAUSE_MIN_SENT: '10', CAMPAIGN_PAUSE_BOUNCE_RATE: '0.02', CAMPAIGN_PAUSE_COMPLAINT_RATE: '0.0005' }, (app) => ({ fake, t, admin, templateId } = app))
 
 async function sendTo(emails: string[]): Promise<string> {
   const audienceId = await createAudience(t, admin)

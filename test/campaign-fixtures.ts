@@ -2,7 +2,11 @@
  * Seed helpers for the campaign tests: a published marketing template, an audience with contacts,
  * and campaigns, all through the real GraphQL API.
  */
-import type { TestApp } from './helpers/app'
+import { sql } from 'drizzle-orm'
+import { afterAll, beforeAll, beforeEach } from 'vitest'
+import type { Env } from '../src/config'
+import { buildTestApp, type TestApp } from './helpers/app'
+import { startFakeResend, type FakeResend } from './helpers/fake-resend'
 
 export const TEMPLATE_FIELDS = `
   id name kind subject html text latestVersion
@@ -120,4 +124,37 @@ export async function campaignAction(t: TestApp, admin: string, action: string, 
 export async function getCampaign(t: TestApp, admin: string, id: string) {
   const res = expectData(await t.gql<{ campaign: Record<string, unknown> & { status: string; stats: Record<string, number | string> } }>(`query($id: ID!) { campaign(id: $id) { ${CAMPAIGN_FIELDS} } }`, { id }, admin))
   return res.campaign
+}
+
+export interface CampaignApp {
+  fake: FakeResend
+  t: TestApp
+  admin: string
+  templateId: string
+}
+
+/**
+ * The lifecycle most campaign test files share: a fake Resend, an app sending through it with no rate
+ * limit of its own, an admin token and a published template. Before each test the fake forgets its
+ * requests and unfinished campaigns are cancelled, so a test dispatches its own campaign only.
+ */
+export function useCampaignApp(env: Env, ready: (app: CampaignApp) => void): void {
+  let app: CampaignApp
+  beforeAll(async () => {
+    const fake = await startFakeResend()
+    // The resend SDK reads this in its constructor, which runs while the app is built.
+    process.env.RESEND_BASE_URL = fake.url
+    const t = await buildTestApp({ env: { RESEND_API_KEY: 're_test_key', CAMPAIGN_RATE_LIMIT_PER_SECOND: '0', ...env } })
+    const admin = t.token('admin')
+    app = { fake, t, admin, templateId: await createPublishedTemplate(t, admin) }
+    ready(app)
+  })
+  afterAll(async () => {
+    await app?.t.close()
+    await app?.fake.close()
+  })
+  beforeEach(async () => {
+    app.fake.reset()
+    await app.t.app.db.db.execute(sql`update campaigns set status = 'cancelled' where status in ('sending', 'paused', 'scheduled')`)
+  })
 }

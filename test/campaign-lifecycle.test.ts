@@ -1,39 +1,14 @@
 import { sql } from 'drizzle-orm'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { buildTestApp, type TestApp } from './helpers/app'
-import { startFakeResend, type FakeResend } from './helpers/fake-resend'
-import {
-  addContacts,
-  campaignAction,
-  createAudience,
-  createCampaign,
-  createPublishedTemplate,
-  expectData,
-  getCampaign,
-} from './campaign-fixtures'
+import { type FakeResend } from './helpers/fake-resend'
+import { addContacts, campaignAction, createAudience, createCampaign, createPublishedTemplate, expectData, getCampaign, useCampaignApp } from './campaign-fixtures'
 
 let fake: FakeResend
 let t: TestApp
 let admin: string
 let templateId: string
-
-beforeAll(async () => {
-  fake = await startFakeResend()
-  // The resend SDK reads this in its constructor, which runs while the app is built.
-  process.env.RESEND_BASE_URL = fake.url
-  t = await buildTestApp({ env: { RESEND_API_KEY: 're_test_key', CAMPAIGN_RATE_LIMIT_PER_SECOND: '0' } })
-  admin = t.token('admin')
-  templateId = await createPublishedTemplate(t, admin)
-})
-afterAll(async () => {
-  await t.close()
-  await fake.close()
-})
-beforeEach(async () => {
-  fake.reset()
-  // Each test dispatches its own campaign only; earlier ones left sending would be drained too.
-  await t.app.db.db.execute(sql`update campaigns set status = 'cancelled' where status in ('sending', 'paused', 'scheduled')`)
-})
+useCampaignApp({}, (app) => ({ fake, t, admin, templateId } = app))
 
 async function recipients(campaignId: string) {
   const res = expectData(
