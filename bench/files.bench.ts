@@ -26,15 +26,14 @@ import Fastify from 'fastify'
 import { createClient, type Client } from 'graphql-ws'
 import sharp from 'sharp'
 import WebSocket from 'ws'
-import { buildApp } from '../src/app'
-import { loadConfig, type Env } from '../src/config'
-import { createTokenSigner } from '../src/services/auth/jwt'
-import { createEmptyDatabase, TEST_REDIS_URL, uniqueRedisPrefix, type TestDatabase } from '../test/helpers/services'
+import { type Env } from '../src/config'
+import { createEmptyDatabase } from '../test/helpers/services'
 import { graphqlMultipart, postStreamed } from './lib/http'
 import { formatBytes, jemallocLoaded } from './lib/machine'
 import { atMost, reportResult, versus, type Figure } from './lib/result'
 import { median, percentile } from './lib/stats'
 import { MB, msPerMB, nowMs, sleep } from './lib/timing'
+import { startBenchApp, type RunningApp } from './lib/app'
 
 const MiB = 1024 * 1024
 const CHUNKED_BYTES = Number(process.env.BENCH_CHUNKED_BYTES) || 1024 * MiB
@@ -42,8 +41,6 @@ const PART = 8 * MiB
 const PARALLEL_PARTS = 4
 const SMALL_UPLOADS = Number(process.env.BENCH_SMALL_UPLOADS) || 1000
 const JPEG_RUNS = Number(process.env.BENCH_RUNS) || 5
-const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-01'
-const SIGNING_SECRET = 'bench-signing-bench-signing-bench-signing'
 
 const UPLOAD = `mutation($file: Upload!, $input: UploadFileInput) { uploadFile(file: $file, input: $input) {
   __typename ... on Error { message } ... on UploadFileSuccess { file { id status size } } } }`
@@ -53,12 +50,6 @@ const COMPLETE = `mutation($id: ID!) { completeUpload(sessionId: $id) { __typena
 const FILE = `query($id: ID!) { file(id: $id) { status size currentVersion { steps { name finishedAt } } } }`
 const PROGRESS = 'subscription($id: ID!) { uploadProgress(uploadId: $id) { stage percent } }'
 
-interface RunningApp {
-  url: string
-  ws: string
-  token: string
-  close(): Promise<void>
-}
 
 async function main(): Promise<void> {
   const work = await mkdtemp(path.join(tmpdir(), 'gw-bench-files-'))
@@ -69,11 +60,11 @@ async function main(): Promise<void> {
     cleanups.unshift(() => database.drop())
     const baseline = await startBaselineServer(path.join(work, 'baseline'))
     cleanups.unshift(() => baseline.close())
-    const disk = await startApp(path.join(work, 'disk'), database, { UPLOAD_QUOTA_BYTES: '0', UPLOAD_MAX_IMAGE_BYTES: String(32 * MiB) })
+    const disk = await startBenchApp(path.join(work, 'disk'), database, { ...sessionLimit(), UPLOAD_QUOTA_BYTES: '0', UPLOAD_MAX_IMAGE_BYTES: String(32 * MiB) })
     cleanups.unshift(() => disk.close())
     const s3 = await startFauxqsProcess()
     cleanups.unshift(() => s3.close())
-    const s3App = await startApp(path.join(work, 's3'), database, { UPLOAD_QUOTA_BYTES: '0', ...s3.env })
+    const s3App = await startBenchApp(path.join(work, 's3'), database, { ...sessionLimit(), UPLOAD_QUOTA_BYTES: '0', ...s3.env })
     cleanups.unshift(() => s3App.close())
 
     const figures: Figure[] = []
@@ -319,30 +310,6 @@ function mbps(ms: number): string {
   return `${(CHUNKED_BYTES / MB / (ms / 1000)).toFixed(0)} MB/s`
 }
 
-async function startApp(dataDir: string, database: TestDatabase, extraEnv: Env): Promise<RunningApp> {
-  await mkdir(dataDir, { recursive: true })
-  const config = loadConfig({
-    DATA_DIR: dataDir,
-    JWT_SECRET,
-    SIGNING_SECRET,
-    PUBLIC_URL: 'http://groundwork.bench',
-    WORKERS_ENABLED: 'false',
-    GRAPHIQL: 'false',
-    LOG_LEVEL: 'error',
-    DATABASE_URL: database.url,
-    REDIS_URL: TEST_REDIS_URL,
-    REDIS_KEY_PREFIX: uniqueRedisPrefix(),
-    UPLOAD_SESSION_MAX_BYTES: String(Math.max(CHUNKED_BYTES, 10 * 1024 * MiB)),
-    // One client sends every request here; the per-client mutation limit is not what is measured.
-    RATE_LIMIT_MAX: '1000000',
-    ...extraEnv,
-  })
-  const app = await buildApp(config, { logger: false })
-  const address = await app.listen({ host: '127.0.0.1', port: 0 })
-  const token = createTokenSigner(JWT_SECRET)({ id: `bench-${randomUUID()}`, roles: ['user'], email: 'bench@example.com', name: 'bench' })
-  let closed: Promise<void> | undefined
-  return { url: `${address}/graphql`, ws: `${address.replace(/^http/, 'ws')}/graphql`, token, close: () => (closed ??= app.close()) }
-}
 
 async function startBaselineServer(dir: string) {
   await mkdir(dir, { recursive: true })
@@ -383,3 +350,7 @@ function log(message: string): void {
 }
 
 await main()
+
+function sessionLimit() {
+  return { UPLOAD_SESSION_MAX_BYTES: String(Math.max(CHUNKED_BYTES, 10 * 1024 * MiB)) }
+}

@@ -16,16 +16,16 @@ import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import Fastify, { type FastifyInstance } from 'fastify'
 import sharp from 'sharp'
-import { buildApp } from '../src/app'
-import { loadConfig, type Env } from '../src/config'
-import { createTokenSigner } from '../src/services/auth/jwt'
 import { startS3, type TestS3 } from '../test/helpers/s3'
-import { createEmptyDatabase, TEST_REDIS_URL, uniqueRedisPrefix, type TestDatabase } from '../test/helpers/services'
+import { createEmptyDatabase } from '../test/helpers/services'
 import { graphqlMultipart, postStreamed } from './lib/http'
 import { jemallocLoaded } from './lib/machine'
 import { atMost, reportResult, versus, type Figure } from './lib/result'
 import { median, summarize } from './lib/stats'
 import { interleave, MB, msPerMB, type Case } from './lib/timing'
+import { startBenchApp, type RunningApp } from './lib/app'
+
+const UPLOAD_LIMITS = { UPLOAD_MAX_BYTES: String(100 * 1024 * 1024), UPLOAD_MAX_IMAGE_BYTES: String(32 * 1024 * 1024) }
 
 const RUNS = Number(process.env.BENCH_RUNS) || 7
 const PDF_BYTES = 50 * MB
@@ -33,8 +33,6 @@ const JPEG_TARGET_BYTES = 5 * MB
 const SEED_TARGET = { label: 'seed', max: 100 }
 const GOAL_TARGET = { label: 'goal', max: 10 }
 
-const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-01'
-const SIGNING_SECRET = 'bench-signing-bench-signing-bench-signing'
 const UPLOAD_QUERY = `mutation($file: Upload!) {
   uploadFile(file: $file) { __typename ... on Error { message } ... on UploadFileSuccess { file { id size mimeType } } }
 }`
@@ -60,12 +58,13 @@ async function main(): Promise<void> {
 
     const database = await createEmptyDatabase()
     cleanups.unshift(() => database.drop())
-    const disk = await startApp(path.join(work, 'disk'), database, {})
+    const disk = await startBenchApp(path.join(work, 'disk'), database, UPLOAD_LIMITS)
     cleanups.unshift(() => disk.close())
     const s3: TestS3 = await startS3()
     cleanups.unshift(() => s3.close())
     const c = s3.config
-    const s3App = await startApp(path.join(work, 's3'), database, {
+    const s3App = await startBenchApp(path.join(work, 's3'), database, {
+      ...UPLOAD_LIMITS,
       S3_BUCKET: c.bucket,
       S3_ENDPOINT: c.endpoint,
       S3_REGION: c.region,
@@ -118,35 +117,7 @@ async function main(): Promise<void> {
   }
 }
 
-interface RunningApp {
-  url: string
-  token: string
-  close(): Promise<void>
-}
 
-/** The real app as the tests build it, listening on an ephemeral port. Idempotent close. */
-async function startApp(dataDir: string, database: TestDatabase, extraEnv: Env): Promise<RunningApp> {
-  await mkdir(dataDir, { recursive: true })
-  const config = loadConfig({
-    DATA_DIR: dataDir,
-    JWT_SECRET,
-    SIGNING_SECRET,
-    PUBLIC_URL: 'http://groundwork.bench',
-    WORKERS_ENABLED: 'false',
-    GRAPHIQL: 'false',
-    DATABASE_URL: database.url,
-    REDIS_URL: TEST_REDIS_URL,
-    REDIS_KEY_PREFIX: uniqueRedisPrefix(),
-    UPLOAD_MAX_BYTES: String(100 * 1024 * 1024),
-    UPLOAD_MAX_IMAGE_BYTES: String(32 * 1024 * 1024),
-    ...extraEnv,
-  })
-  const app = await buildApp(config, { logger: false })
-  const address = await app.listen({ host: '127.0.0.1', port: 0 })
-  const token = createTokenSigner(JWT_SECRET)({ id: 'bench-user', roles: ['user'], email: 'bench@example.com', name: 'bench' })
-  let closed: Promise<void> | undefined
-  return { url: `${address}/graphql`, token, close: () => (closed ??= app.close()) }
-}
 
 async function startBaselineServer(dir: string): Promise<{ app: FastifyInstance; url: string }> {
   await mkdir(dir, { recursive: true })
