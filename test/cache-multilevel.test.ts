@@ -139,6 +139,20 @@ describe('getMultiLevel', () => {
     expect(cache.stats()).toMatchObject({ staleHits: 50, refreshes: 1 })
   })
 
+  it('refreshes a stale entry found in L2 by an instance whose L1 never held it', async () => {
+    const prefix = nextPrefix()
+    const writer = cacheOn(redis, { keyPrefix: prefix })
+    expect(await writer.getMultiLevel('swr-l2', async () => 1, { ttlSeconds: 0.05, graceSeconds: 10 })).toBe(1)
+    await sleep(80)
+
+    const reader = cacheOn(redis, { keyPrefix: prefix })
+    const loader = vi.fn(async () => 2)
+    expect(await reader.getMultiLevel('swr-l2', loader, { ttlSeconds: 0.05, graceSeconds: 10 })).toBe(1)
+    await waitUntil(() => loader.mock.calls.length === 1, 'the background refresh ran')
+    expect(reader.stats()).toMatchObject({ staleHits: 1, refreshes: 1 })
+    await waitUntil(async () => (await reader.peek('swr-l2')) === 2, 'the refreshed value reached L2')
+  })
+
   it('keeps serving stale data while the loader fails, backing off between refresh attempts', async () => {
     const cache = cacheOn(redis, { refreshBackoff: { minMs: 10_000, maxMs: 60_000 } })
     await cache.getMultiLevel('flaky', async () => 'good', { ttlSeconds: 0.05, graceSeconds: 10 })

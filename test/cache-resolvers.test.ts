@@ -178,3 +178,22 @@ describe('campaign stats snapshots (CampaignStatsPublisher with a cache)', () =>
     expect(await publisher.snapshot(id)).toMatchObject({ total: 5, queued: 5 })
   })
 })
+
+describe('CACHE_RESOLVERS=false', () => {
+  it('reads file metadata from the database on every request and stores nothing in the cache', async () => {
+    const off = await buildTestApp({ database: a.database, env: { CACHE_RESOLVERS: 'false' } })
+    try {
+      const fileId = await uploadPdf(off)
+      const user = off.token('user', 'alice')
+      await waitUntil(async () => (await off.gql<{ file: { status: string } }>(FILE, { id: fileId }, user)).data.file.status === 'READY', 'the file is ready', 15_000)
+      const before = off.app.services.cache.stats()
+      for (let i = 0; i < 3; i++) expect((await off.gql<{ file: { id: string } }>(FILE, { id: fileId }, user)).data.file.id).toBe(fileId)
+      const after = off.app.services.cache.stats()
+      expect(after.loads).toBe(before.loads)
+      expect(after.sets).toBe(before.sets)
+      expect(after.items).toBe(0)
+    } finally {
+      await off.close()
+    }
+  })
+})

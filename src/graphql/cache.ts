@@ -8,7 +8,7 @@ import { builder } from './builder'
 const MAX_KEYS = 1000
 const MAX_TAGS = 100
 
-const CacheLevelStatsRef = builder.objectRef<LevelStats>('CacheLevelStats').implement({
+export const CacheLevelStatsRef = builder.objectRef<LevelStats>('CacheLevelStats').implement({
   description: 'Raw read counters of one cache level on this instance.',
   fields: (t) => ({
     level: t.exposeString('level', { description: '"l1" (in process) or "l2" (Redis).' }),
@@ -41,7 +41,7 @@ const LatencyRef = builder.objectRef<LatencyStats>('CacheLoaderLatency').impleme
   }),
 })
 
-const PopularKeyRef = builder.objectRef<PopularKey>('PopularKey').implement({
+export const PopularKeyRef = builder.objectRef<PopularKey>('PopularKey').implement({
   description: 'A key the admission sketch rates popular (top-k of resident keys, not an exact count).',
   fields: (t) => ({
     key: t.exposeString('key', { description: 'The key, with its namespace prefix.' }),
@@ -61,7 +61,7 @@ const RedisMemoryRef = builder.objectRef<RedisMemory>('CacheRedisMemory').implem
   }),
 })
 
-const CacheMemoryRef = builder.objectRef<CacheMemory>('CacheMemory').implement({
+export const CacheMemoryRef = builder.objectRef<CacheMemory>('CacheMemory').implement({
   description: 'Memory held by the cache: L1 in this process, and Redis.',
   fields: (t) => ({
     l1Items: t.exposeFloat('l1Items', { description: 'Entries in this process.' }),

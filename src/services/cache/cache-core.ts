@@ -1,16 +1,20 @@
 import { randomUUID } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { ServiceUnavailableError, ValidationError } from '../../lib/errors'
+import { ServiceUnavailableError } from '../../lib/errors'
 import { newCounters, newReadCounters, type CacheCounters, type NamespaceCounters, type ReadCounters } from './cache-stats'
 import { decodeEntry, encodeEntry, type DecodedEntry } from './entry-codec'
+import { EntryTooLargeError, type EntryOrigin, type LoadSpec, type Loader, type WriteSpec } from './entry-spec'
 import { escapeGlob, globToRegExp } from './glob'
 import { InvalidationBus, type BusMessage } from './invalidation-bus'
 import { LatencyHistogram } from './latency-histogram'
+import { LoadCoordinator } from './load-coordinator'
 import { RedisLevel, type RedisClient } from './redis-level'
 import type { Serializer } from './serializer'
 import { estimateBytes } from './size-estimate'
 import { TagVersions } from './tag-versions'
 import { TinyLfuCache, type L1Node, type TagStamp } from './tiny-lfu-cache'
+
+// The facade imports these from the core it drives; they live in entry-spec so load-coordinator can share them without a cycle.
+export type { EntryOrigin, LoadSpec, WriteSpec } from './entry-spec'
 
 export interface CoreOptions {
   redis: RedisClient | null
@@ -37,39 +41,10 @@ export interface CoreOptions {
   recordStats: boolean
 }
 
-/** Resolved per call: ms, validated by the facade. */
-export interface WriteSpec {
-  ttlMs: number
-  graceMs: number
-  tags: readonly string[] | undefined
-}
-
-export interface LoadSpec extends WriteSpec {
-  lock: boolean
-  loaderTimeoutMs: number
-}
-
-/** How a popular entry is recomputed when re-warming. */
-export interface EntryOrigin {
-  loader: () => Promise<unknown>
-  spec: LoadSpec
-}
-
-export class EntryTooLargeError extends ValidationError {
-  constructor(bytes: number, max: number) {
-    super(`The value is ${bytes} bytes, over the cache's maximum entry size of ${max}`, [
-      { path: ['value'], message: `At most ${max} bytes` },
-    ])
-  }
-}
-
-const LOCK_POLL_MS = 20
-const MAX_BACKOFF_KEYS = 10_000
-
 /**
  * The shared engine behind every namespace view: L1 (W-TinyLFU, in process), L2
- * (Redis), the bus, tags, single-flight and the counters. Keys here are already
- * validated and relative to `<keyPrefix>cache:`.
+ * (Redis), the bus, tags and the counters; running loaders is the LoadCoordinator's.
+ * Keys here are already validated and relative to `<keyPrefix>cache:`.
  */
 export class CacheCore {
   readonly l1: TinyLfuCache
@@ -83,9 +58,7 @@ export class CacheCore {
   readonly loaderLatency = new LatencyHistogram()
   readonly recordStats: boolean
   readonly redisPrefix: string
-  private readonly inflight = new Map<string, Promise<unknown>>()
-  private readonly refreshing = new Set<string>()
-  private readonly backoff = new Map<string, { until: number; delayMs: number }>()
+  private readonly loads: LoadCoordinator
 
   constructor(readonly options: CoreOptions) {
     this.redisPrefix = `${options.keyPrefix}cache:`
@@ -113,6 +86,21 @@ export class CacheCore {
             onResubscribed: () => this.flushLocal(),
           })
         : null
+    this.loads = new LoadCoordinator({
+      target: {
+        stampTags: (tags) => this.tags.stamp(tags),
+        store: (lk, value, spec, stamp, ns, origin) => this.store(lk, value, spec, stamp, ns, origin),
+        readL2: (lk, origin) => this.readL2(lk, origin),
+      },
+      locks: this.l2,
+      lockKey: (lk) => `${options.keyPrefix}cache-lock:${lk}`,
+      lockTtlMs: options.lockTtlMs,
+      lockWaitMs: options.lockWaitMs,
+      refreshBackoffMinMs: options.refreshBackoffMinMs,
+      refreshBackoffMaxMs: options.refreshBackoffMaxMs,
+      counters: this.counters,
+      latency: options.recordStats ? this.loaderLatency : undefined,
+    })
   }
 
   namespaceCounters(name: string): NamespaceCounters {
@@ -147,7 +135,7 @@ export class CacheCore {
   /** Recomputes an entry through the loader that last filled it (re-warming popular keys). */
   async reload(lk: string, origin: EntryOrigin): Promise<void> {
     const ns = this.namespaceCounters('(warming)')
-    await this.loadAndStore(lk, origin.loader, origin.spec, ns)
+    await this.loads.loadAndStore(lk, origin.loader, origin.spec, ns)
   }
 
   /** Reads without counting, filling L1 or touching recency and frequency. */
@@ -310,7 +298,7 @@ export class CacheCore {
    * L1, then L2, then the loader, filling the levels above on the way back. Past
    * its fresh TTL an entry within grace is served while one background refresh runs.
    */
-  async getMultiLevel(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+  async getMultiLevel(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
     const now = Date.now()
     let node = this.l1.get(lk, now)
     if (node !== undefined && node.tags !== undefined && !(await this.tagsValid(node))) {
@@ -320,22 +308,11 @@ export class CacheCore {
     if (node !== undefined) {
       const stale = now >= node.freshUntil
       if (this.recordStats) this.hit(this.l1Counters, ns, stale)
-      if (stale) this.refreshInBackground(lk, loader, spec, ns)
+      if (stale) this.loads.refresh(lk, loader, spec, ns)
       return node.value
     }
     if (this.recordStats) this.l1Counters.misses++
-    const pending = this.inflight.get(lk)
-    if (pending !== undefined) {
-      this.counters.dedupes++
-      return pending
-    }
-    const load = this.loadThrough(lk, loader, spec, ns)
-    this.inflight.set(lk, load)
-    try {
-      return await load
-    } finally {
-      if (this.inflight.get(lk) === load) this.inflight.delete(lk)
-    }
+    return this.loads.singleFlight(lk, () => this.loadThrough(lk, loader, spec, ns))
   }
 
   popularKeys(limit: number): { key: string; frequency: number; origin: EntryOrigin | undefined }[] {
@@ -347,108 +324,16 @@ export class CacheCore {
     this.l2?.close()
   }
 
-  private async loadThrough(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+  private async loadThrough(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
     const entry = await this.readL2(lk, { loader, spec })
     if (entry !== undefined) {
       const stale = Date.now() >= entry.freshUntil
       if (this.recordStats) this.hit(this.l2Counters, ns, stale)
-      if (stale) this.refreshInBackground(lk, loader, spec, ns)
+      if (stale) this.loads.refresh(lk, loader, spec, ns, true)
       return entry.value
     }
     this.miss(ns)
-    if (spec.lock && this.l2) return this.loadWithLock(lk, loader, spec, ns)
-    return this.loadAndStore(lk, loader, spec, ns)
-  }
-
-  private async loadAndStore(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
-    let stamp: TagStamp | undefined
-    let cacheable = true
-    if (spec.tags && spec.tags.length > 0) {
-      try {
-        stamp = await this.tags.stamp(spec.tags)
-      } catch {
-        // Without the tag versions an entry could outlive an invalidation: serve the value, cache nothing.
-        this.counters.errors++
-        cacheable = false
-      }
-    }
-    const value = await this.runLoader(loader, spec.loaderTimeoutMs)
-    if (value === undefined || !cacheable) return value
-    try {
-      await this.store(lk, value, spec, stamp, ns, { loader, spec })
-    } catch (err) {
-      if (!(err instanceof EntryTooLargeError)) throw err
-    }
-    return value
-  }
-
-  /** Once per cluster: the lock holder loads; others wait a bounded time for its value, then load anyway. */
-  private async loadWithLock(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
-    const l2 = this.l2!
-    const lockKey = `${this.options.keyPrefix}cache-lock:${lk}`
-    const token = randomUUID()
-    let held = false
-    try {
-      held = await l2.acquireLock(lockKey, token, this.options.lockTtlMs)
-    } catch {
-      // Redis is unavailable, so the lock is too: per-process single flight still holds.
-      return this.loadAndStore(lk, loader, spec, ns)
-    }
-    if (held) {
-      try {
-        return await this.loadAndStore(lk, loader, spec, ns)
-      } finally {
-        await l2.releaseLock(lockKey, token).catch(() => {})
-      }
-    }
-    this.counters.lockWaits++
-    const deadline = Date.now() + this.options.lockWaitMs
-    while (Date.now() < deadline) {
-      await sleep(Math.min(LOCK_POLL_MS, Math.max(1, deadline - Date.now())))
-      const entry = await this.readL2(lk, { loader, spec })
-      if (entry !== undefined) return entry.value
-    }
-    this.counters.lockTimeouts++
-    return this.loadAndStore(lk, loader, spec, ns)
-  }
-
-  private refreshInBackground(lk: string, loader: () => Promise<unknown>, spec: LoadSpec, ns: NamespaceCounters): void {
-    if (this.refreshing.has(lk) || this.inflight.has(lk)) return
-    const backoff = this.backoff.get(lk)
-    if (backoff !== undefined && Date.now() < backoff.until) return
-    this.refreshing.add(lk)
-    this.counters.refreshes++
-    this.loadAndStore(lk, loader, spec, ns).then(
-      () => this.backoff.delete(lk),
-      () => {
-        this.counters.refreshErrors++
-        const { refreshBackoffMinMs: min, refreshBackoffMaxMs: max } = this.options
-        const delayMs = Math.min(max, backoff === undefined ? min : backoff.delayMs * 2)
-        if (this.backoff.size >= MAX_BACKOFF_KEYS) this.backoff.clear()
-        this.backoff.set(lk, { until: Date.now() + delayMs, delayMs })
-      },
-    ).finally(() => this.refreshing.delete(lk))
-  }
-
-  private async runLoader(loader: () => Promise<unknown>, timeoutMs: number): Promise<unknown> {
-    const started = performance.now()
-    this.counters.loads++
-    let timer: NodeJS.Timeout | undefined
-    try {
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          this.counters.loaderTimeouts++
-          reject(new ServiceUnavailableError(`The cache loader did not finish within ${timeoutMs} ms`))
-        }, timeoutMs)
-      })
-      return await Promise.race([loader(), timeout])
-    } catch (err) {
-      this.counters.loadErrors++
-      throw err
-    } finally {
-      clearTimeout(timer)
-      if (this.recordStats) this.loaderLatency.record(performance.now() - started)
-    }
+    return this.loads.load(lk, loader, spec, ns)
   }
 
   private async store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceCounters, origin?: EntryOrigin): Promise<void> {
