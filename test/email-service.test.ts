@@ -1,18 +1,21 @@
 import { eq, sql } from 'drizzle-orm'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createDatabase, type Database, type DatabaseHandle } from '../src/infra/db/client'
 import { emailTokens } from '../src/infra/db/schema/auth'
 import { emails } from '../src/infra/db/schema/email'
 import { ConflictError, InvalidTokenError, NotFoundError, ValidationError } from '../src/lib/errors'
 import { EmailDispatcher } from '../src/services/email/email-dispatcher'
 import { EmailService, MAX_ATTEMPTS, retryDelayMs } from '../src/services/email/email-service'
-import { formatDate, renderTemplate } from '../src/services/email/templates'
+import { formatDate } from '../src/services/email/format-date'
+import { bundledTemplates, loadTransactionalTemplates, TemplateFilesError } from '../src/services/email/templates'
 import { RecordingTransport } from './helpers/recording-transport'
 import { createTestDatabase } from './helpers/services'
+import { copyBundledTemplates, type TemplateDir } from './helpers/template-dir'
 
 const FROM = 'Groundwork <no-reply@groundwork.test>'
 const LINKS = { verifyEmailUrl: 'https://app.example.com/verify-email', resetPasswordUrl: 'https://app.example.com/reset-password' }
 const alice = { id: 'user-alice', email: 'alice@example.com', name: 'Alice' }
+const renderTemplate = (name: string, data: unknown) => bundledTemplates().render(name, data)
 
 let t: Awaited<ReturnType<typeof createTestDatabase>>
 let db: Database
@@ -181,6 +184,72 @@ describe('templates', () => {
 
   it('throws NotFoundError for an unknown template', () => {
     expect(() => renderTemplate('../../etc/passwd', {})).toThrow(NotFoundError)
+  })
+})
+
+describe('sending with a template set of its own', () => {
+  let dir: TemplateDir
+  beforeEach(async () => {
+    dir = await copyBundledTemplates()
+  })
+  afterEach(() => dir.close())
+
+  async function withCodeTemplate() {
+    await dir.copy('welcome', 'login-code')
+    await dir.write('login-code/meta.json', JSON.stringify({ variables: [{ name: 'code', required: true }, { name: 'name', required: false, fallback: 'there' }] }))
+    await dir.write('login-code/subject.hbs', 'Your code')
+    await dir.write('login-code/html.hbs', '<p>Hi {{name}}, your code is {{code}}</p>')
+    await dir.write('login-code/text.hbs', 'Hi {{name}}, your code is {{code}}')
+    return loadTransactionalTemplates(dir.path)
+  }
+
+  it('sends with the templates it is given', async () => {
+    await dir.write('welcome/subject.hbs', 'Confirm your address, {{name}}')
+    const custom = new EmailService({ db, transport, from: FROM, links: LINKS, templates: loadTransactionalTemplates(dir.path) })
+    await custom.sendWelcomeEmail(alice)
+    expect(transport.delivered.map((c) => c.message.subject)).toEqual(['Confirm your address, Alice'])
+  })
+
+  it('refuses a missing required variable at send time with a field error, and queues and sends nothing', async () => {
+    const custom = new EmailService({ db, transport, from: FROM, links: LINKS, templates: await withCodeTemplate() })
+    const err = (await catchError(custom.sendEmail('ann@example.com', 'login-code', { name: 'Ann', code: '  ' }))) as ValidationError
+    expect(err).toBeInstanceOf(ValidationError)
+    expect(err.fieldErrors).toEqual([{ path: ['data', 'code'], message: 'is required' }])
+    expect(err.message).toBe('Invalid data for email template login-code: data.code is required')
+    await expect(custom.sendEmail('ann@example.com', 'no-such-template', {})).rejects.toBeInstanceOf(NotFoundError)
+    expect(await emailCount()).toBe(0)
+    expect(transport.calls).toHaveLength(0)
+  })
+
+  it('fails a queued email whose data no longer satisfies the template, without sending it', async () => {
+    const templates = await withCodeTemplate()
+    // Queued before a deploy made `code` required, say: the stored data lacks it.
+    const [row] = await db.insert(emails).values({ template: 'login-code', to: 'ann@example.com', data: { name: 'Ann' } }).returning()
+    expect(await new EmailDispatcher({ db, transport, from: FROM, templates }).runOnce()).toBe(1)
+    const [after] = await db.select().from(emails)
+    expect(after).toMatchObject({ id: row!.id, status: 'failed', lastError: 'Invalid data for email template login-code: data.code is required' })
+    expect(transport.calls).toHaveLength(0)
+  })
+
+  it('refuses, when the service is built, a set that lacks a template it sends or requires data it never provides', async () => {
+    await dir.editMeta('welcome', (meta) => {
+      meta.variables.push({ name: 'company', required: true })
+      meta.sampleData = { company: 'ACME' }
+    })
+    await dir.remove('password-reset')
+    const templates = loadTransactionalTemplates(dir.path)
+    const err = (() => {
+      try {
+        return new EmailService({ db, transport, from: FROM, links: LINKS, templates })
+      } catch (e) {
+        return e as TemplateFilesError
+      }
+    })() as TemplateFilesError
+    expect(err).toBeInstanceOf(TemplateFilesError)
+    expect(err.problems).toEqual([
+      { file: 'welcome/meta.json', message: '"company" is required, but the email service only provides name, verificationLink' },
+      { file: 'password-reset/', message: 'The template is missing, and the email service sends it' },
+    ])
   })
 })
 

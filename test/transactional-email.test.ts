@@ -3,6 +3,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { buildTestApp, type TestApp } from './helpers/app'
 import { startFakeResend, type FakeResend } from './helpers/fake-resend'
 import { createEmptyDatabase, type TestDatabase } from './helpers/services'
+import { copyBundledTemplates } from './helpers/template-dir'
 
 const WELCOME = `mutation($input: WelcomeEmailInput!) {
   sendWelcomeEmail(input: $input) {
@@ -119,6 +120,24 @@ describe('transactional email through Resend', () => {
       expect(sent?.text).toContain('Dock 4')
     } finally {
       await second.close()
+    }
+  })
+
+  it('sends with the templates of EMAIL_TEMPLATES_DIR, on the immediate path and through the dispatcher', async () => {
+    const dir = await copyBundledTemplates()
+    await dir.write('welcome/subject.hbs', 'Please confirm your address, {{name}}')
+    const custom = await buildTestApp({ database, env: { RESEND_API_KEY: 're_test_key', EMAIL_TEMPLATES_DIR: dir.path } })
+    try {
+      const token = custom.token('service', 'backend')
+      await custom.gql(WELCOME, { input: { user } }, token)
+      resend.failNext(500)
+      const queued = await custom.gql<WelcomeResult>(WELCOME, { input: { user } }, token)
+      await makeDue(custom, queued.data.sendWelcomeEmail.email.id)
+      expect(await custom.app.emailDispatcher.runOnce()).toBe(1)
+      expect(resend.sent.map((s) => s.subject)).toEqual(['Please confirm your address, Grace <Hopper>', 'Please confirm your address, Grace <Hopper>'])
+    } finally {
+      await custom.close()
+      await dir.close()
     }
   })
 

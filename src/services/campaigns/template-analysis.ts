@@ -14,6 +14,8 @@ export interface TemplateProblem {
   line?: number
   column?: number
   message: string
+  /** For a failed test render: the source the line and column are in (the problem's part is `sampleData`). */
+  renderedPart?: 'subject' | 'html' | 'text' | 'layout'
 }
 
 /** Always present in a campaign email's data: the contact's own fields and their unsubscribe link. */
@@ -22,6 +24,16 @@ export const UNSUBSCRIBE_VARIABLE = 'unsubscribeUrl'
 export const BLOCK_HELPERS = new Set(['if', 'unless', 'each', 'with'])
 export const VALUE_HELPERS = new Set(['formatDate'])
 const SCOPING_HELPERS = new Set(['each', 'with'])
+
+export interface AnalysisOptions {
+  /** Names present in every render without a declaration; the campaign built-ins by default. */
+  builtins?: readonly string[]
+  /**
+   * A layout's slot for the rendered body: the one name written unescaped (it is HTML already),
+   * exactly once. Only the engine's own layout has one; template bodies never do.
+   */
+  slot?: string
+}
 
 export interface Analysis {
   /** False when the source does not parse; nothing else about it is known then. */
@@ -39,7 +51,7 @@ interface Scope {
 
 type Node = hbs.AST.Node
 
-export function analyzeSource(part: TemplatePart, source: string, declared: TemplateVariableDecl[]): Analysis {
+export function analyzeSource(part: TemplatePart, source: string, declared: TemplateVariableDecl[], options: AnalysisOptions = {}): Analysis {
   const problems: TemplateProblem[] = []
   const references = new Set<string>()
   let program: hbs.AST.Program
@@ -50,13 +62,15 @@ export function analyzeSource(part: TemplatePart, source: string, declared: Temp
     return { parsed: false, problems, references }
   }
   const declaredNames = declared.map((d) => d.name)
+  const builtins = options.builtins ?? BUILTIN_VARIABLES
+  let slots = 0
   const at = (node: Node) => ({ line: node.loc?.start.line, column: node.loc ? node.loc.start.column + 1 : undefined })
   const problem = (node: Node, message: string) => problems.push({ part, ...at(node), message })
 
   const checkRoot = (parts: string[], node: Node) => {
     const path = parts.join('.')
     references.add(path)
-    if ((BUILTIN_VARIABLES as readonly string[]).includes(parts[0]!)) return
+    if (builtins.includes(parts[0]!)) return
     const known = declaredNames.some((d) => d === path || path.startsWith(`${d}.`) || d.startsWith(`${path}.`))
     if (!known) problem(node, `Undeclared variable "${path}": declare it in the template's variables`)
   }
@@ -94,6 +108,11 @@ export function analyzeSource(part: TemplatePart, source: string, declared: Temp
     if (hasArgs && !helper) return problem(node, `Unknown helper "${name}"; available: ${[...VALUE_HELPERS].join(', ')}`)
     if (helper) return visitArgs(node, scope)
     if (BLOCK_HELPERS.has(name)) return problem(node, `"${name}" is a block helper: write {{#${name} ...}}...{{/${name}}}`)
+    if (isMustache && options.slot !== undefined && name === options.slot) {
+      slots++
+      if ((node as hbs.AST.MustacheStatement).escaped) problem(node, `Write the body slot as {{{${name}}}}: the body is HTML already and must not be escaped again`)
+      return
+    }
     if (isMustache && part === 'html' && !(node as hbs.AST.MustacheStatement).escaped) {
       problem(node, `Unescaped output {{{${name}}}} is not allowed in HTML: contact data could inject markup. Use {{${name}}}`)
     }
@@ -125,7 +144,7 @@ export function analyzeSource(part: TemplatePart, source: string, declared: Temp
       }
       case 'PartialStatement':
       case 'PartialBlockStatement':
-        return problem(node, 'Partials are not supported in stored templates')
+        return problem(node, 'Partials are not supported (the layout of transactional emails is applied by the engine)')
       case 'DecoratorBlock':
       case 'Decorator':
         return problem(node, 'Decorators are not supported')
@@ -135,6 +154,9 @@ export function analyzeSource(part: TemplatePart, source: string, declared: Temp
   }
 
   visitProgram(program, { depth: 0, blockParams: new Set() })
+  if (options.slot !== undefined && slots !== 1) {
+    problems.push({ part, message: `A layout needs exactly one {{{${options.slot}}}} slot for the body, found ${slots}` })
+  }
   return { parsed: true, problems, references }
 }
 

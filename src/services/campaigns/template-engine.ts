@@ -1,14 +1,23 @@
 /**
- * The stored-template engine: Handlebars in strict mode, like the file-based transactional
- * templates (same helper, same escaping rules), in an isolated environment with only the helpers
- * the static checks know about.
+ * The one template engine, for stored (campaign) templates and the file-based transactional ones:
+ * Handlebars in strict mode, HTML escaped by default, in an isolated environment with only the
+ * helpers the static checks know about, and the same checks for both. What differs between the two
+ * is only the data a template is rendered with (a TemplateProfile), and that transactional HTML is
+ * wrapped in a layout the engine applies (templates themselves may not include partials).
  */
 import Handlebars from 'handlebars'
 import type { TemplateVariableDecl } from '../../infra/db/schema/campaigns'
 import { AppError } from '../../lib/errors'
-import { formatDate, type RenderedEmail } from '../email/templates'
+import { formatDate } from '../email/format-date'
 import { htmlToText } from './html-to-text'
 import { analyzeSource, BUILTIN_VARIABLES, UNSUBSCRIBE_VARIABLE, type TemplatePart, type TemplateProblem } from './template-analysis'
+import { assignPath, isMissing, isUnsafeSegment, lookupPath } from './template-paths'
+
+export interface RenderedEmail {
+  subject: string
+  html: string
+  text: string
+}
 
 export type TemplateKind = 'transactional' | 'marketing'
 
@@ -19,6 +28,26 @@ export interface TemplateSource {
   /** Null or empty: generated from the HTML. */
   text?: string | null
   variables: TemplateVariableDecl[]
+}
+
+/** The names a layout sees: nothing of the recipient's data, only the rendered subject and body. */
+const LAYOUT_SUBJECT = 'subject'
+const LAYOUT_SLOT = 'body'
+
+/** Wraps a rendered HTML body; see compileLayout. */
+export type Layout = (subject: string, body: string) => string
+
+/**
+ * What differs between kinds of template data; the engine and the checks are the same for all.
+ * The default, CAMPAIGN_PROFILE, is a contact's data: built-ins plus attributes.
+ */
+export interface TemplateProfile {
+  /** Names present in every render without being declared. */
+  builtins: readonly string[]
+  /** The data of the test render, or the problems that keep the sample data from making one. */
+  sampleContext(variables: TemplateVariableDecl[], sampleData: Record<string, unknown>): { context: Record<string, unknown> } | { problems: TemplateProblem[] }
+  /** Applied to every rendered HTML body. */
+  layout?: Layout
 }
 
 export interface CheckedTemplate {
@@ -61,7 +90,7 @@ const hb = Handlebars.create()
 hb.unregisterHelper('log')
 hb.unregisterHelper('lookup')
 hb.registerHelper('formatDate', (value: unknown) => {
-  // Lenient where the transactional helper throws: a contact attribute that is not a date should not stop a campaign.
+  // Lenient: a contact attribute that is not a date should not stop a campaign. Transactional dates are type-checked before they get here.
   if (value instanceof Date || (typeof value === 'string' && !Number.isNaN(Date.parse(value)))) return formatDate(value)
   return value == null ? '' : String(value)
 })
@@ -69,10 +98,35 @@ const COMPILE_OPTIONS = { strict: true, knownHelpers: { formatDate: true, log: f
 
 export interface CompiledTemplate {
   variables: TemplateVariableDecl[]
+  /** Throws a RenderError naming the part that failed. */
   render(context: Record<string, unknown>): RenderedEmail
 }
 
-export function compileTemplate(version: { subject: string; html: string; text: string; variables: TemplateVariableDecl[] }): CompiledTemplate {
+/** A render that failed at run time; `lineNumber` and `column` (0-based) come from Handlebars when it knows them. */
+export class RenderError extends Error {
+  readonly lineNumber?: number
+  readonly column?: number
+  constructor(readonly part: 'subject' | 'html' | 'text' | 'layout', cause: unknown) {
+    const e = cause as Error & { lineNumber?: number; column?: number }
+    // The position and Handlebars' `[object Object]` say nothing to someone fixing a template.
+    super((e?.message ?? String(cause)).replace(/\s+-\s+\d+:\d+$/, '').replace(/ in \[object Object\]/, ''), { cause })
+    this.lineNumber = e?.lineNumber
+    this.column = e?.column
+  }
+}
+
+function renderPart<T>(part: RenderError['part'], render: () => T): T {
+  try {
+    return render()
+  } catch (err) {
+    throw new RenderError(part, err)
+  }
+}
+
+export function compileTemplate(
+  version: { subject: string; html: string; text: string; variables: TemplateVariableDecl[] },
+  layout?: Layout,
+): CompiledTemplate {
   // Subject and text are not HTML: escaping would put `&amp;` into them.
   const subject = hb.compile(version.subject, { ...COMPILE_OPTIONS, noEscape: true })
   const html = hb.compile(version.html, COMPILE_OPTIONS)
@@ -81,10 +135,34 @@ export function compileTemplate(version: { subject: string; html: string; text: 
     variables: version.variables,
     render(context) {
       // Line breaks in a subject would end the header early.
-      const renderedSubject = subject(context).replace(/\s+/g, ' ').trim()
-      return { subject: renderedSubject, html: html(context), text: text(context).trim() + '\n' }
+      const renderedSubject = renderPart('subject', () => subject(context)).replace(/\s+/g, ' ').trim()
+      const body = renderPart('html', () => html(context))
+      return {
+        subject: renderedSubject,
+        html: layout ? renderPart('layout', () => layout(renderedSubject, body)) : body,
+        text: renderPart('text', () => text(context)).trim() + '\n',
+      }
     },
   }
+}
+
+/**
+ * A layout is HTML around every body: it sees only `{{subject}}` and one `{{{body}}}` slot, never
+ * the recipient's data, so it cannot leak or mis-escape it; this is the engine's controlled
+ * replacement for Handlebars partials. Throws TemplateError (part `html`) when it fails the checks.
+ */
+export function compileLayout(source: string): Layout {
+  const analysis = analyzeSource('html', source, [], { builtins: [LAYOUT_SUBJECT], slot: LAYOUT_SLOT })
+  if (analysis.problems.length > 0) throw new TemplateError(analysis.problems)
+  const compiled = hb.compile(source, COMPILE_OPTIONS)
+  const layout: Layout = (subject, body) => compiled({ [LAYOUT_SUBJECT]: subject, [LAYOUT_SLOT]: body })
+  try {
+    layout('Sample subject', '<p>Sample body</p>')
+  } catch (err) {
+    const failure = new RenderError('layout', err)
+    throw new TemplateError([{ part: 'html', ...position(failure), message: `Render failed: ${failure.message}` }])
+  }
+  return layout
 }
 
 /**
@@ -92,7 +170,7 @@ export function compileTemplate(version: { subject: string; html: string; text: 
  * undeclared variables and unknown helpers, the unsubscribe placeholder for marketing, and a test
  * render of the sample data. Throws TemplateError with all problems at once.
  */
-export function checkTemplate(source: TemplateSource, sampleData: Record<string, unknown> = {}): CheckedTemplate {
+export function checkTemplate(source: TemplateSource, sampleData: Record<string, unknown> = {}, profile: TemplateProfile = CAMPAIGN_PROFILE): CheckedTemplate {
   const problems: TemplateProblem[] = [...checkDeclarations(source.variables)]
   const explicitText = source.text != null && source.text.trim() !== '' ? source.text : null
   const text = explicitText ?? htmlToText(source.html)
@@ -106,7 +184,7 @@ export function checkTemplate(source: TemplateSource, sampleData: Record<string,
   const references = new Map<TemplatePart, Set<string>>()
   for (const [part, body] of parts) {
     // Problems in a generated text body are the HTML's problems, already reported once.
-    const analysis = analyzeSource(part, body, source.variables)
+    const analysis = analyzeSource(part, body, source.variables, { builtins: profile.builtins })
     if (part !== 'text' || explicitText !== null) problems.push(...analysis.problems)
     // An unparsable part has unknown references: saying it lacks the link would be noise.
     if (analysis.parsed) references.set(part, analysis.references)
@@ -123,7 +201,7 @@ export function checkTemplate(source: TemplateSource, sampleData: Record<string,
   if (problems.length > 0) throw new TemplateError(problems)
 
   const checked = { subject: source.subject, html: source.html, text, textGenerated: explicitText === null, variables: source.variables }
-  testRender(checked, sampleData)
+  testRender(checked, sampleData, profile)
   return checked
 }
 
@@ -133,6 +211,7 @@ function checkDeclarations(variables: TemplateVariableDecl[]): TemplateProblem[]
   const seen = new Set<string>()
   for (const v of variables) {
     if (!VARIABLE_NAME.test(v.name)) problems.push({ part: 'variables', message: `"${v.name}" is not a valid variable name (letters, digits and _, dotted for nested values)` })
+    else if (v.name.split('.').some(isUnsafeSegment)) problems.push({ part: 'variables', message: `"${v.name}" uses a reserved name (__proto__, prototype, constructor)` })
     else if (seen.has(v.name)) problems.push({ part: 'variables', message: `"${v.name}" is declared twice` })
     if (v.name === UNSUBSCRIBE_VARIABLE) problems.push({ part: 'variables', message: `"${UNSUBSCRIBE_VARIABLE}" is provided for every recipient and cannot be declared` })
     if (v.required && v.fallback != null) problems.push({ part: 'variables', message: `"${v.name}" is required, so its fallback would never be used` })
@@ -141,44 +220,61 @@ function checkDeclarations(variables: TemplateVariableDecl[]): TemplateProblem[]
   return problems
 }
 
-function testRender(template: CheckedTemplate, sampleData: Record<string, unknown>): void {
+function testRender(template: CheckedTemplate, sampleData: Record<string, unknown>, profile: TemplateProfile): void {
   let compiled: CompiledTemplate
   try {
-    compiled = compileTemplate(template)
+    compiled = compileTemplate(template, profile.layout)
   } catch (err) {
     throw new TemplateError([{ part: 'html', message: `Does not compile: ${(err as Error).message}` }])
   }
-  const recipient = {
-    email: typeof sampleData.email === 'string' ? sampleData.email : 'sample@example.com',
-    name: typeof sampleData.name === 'string' ? sampleData.name : 'Sample Name',
-    attributes: withPlaceholders(template.variables, sampleData),
-  }
-  const built = buildContext(template.variables, recipient, PLACEHOLDER_URL)
-  if ('missing' in built) {
-    throw new TemplateError(built.missing.map((name) => ({ part: 'sampleData' as const, message: `The sample data lacks the required variable "${name}"` })))
-  }
+  const built = profile.sampleContext(template.variables, sampleData)
+  if ('problems' in built) throw new TemplateError(built.problems)
   renderOrThrow(compiled, built.context, 'sampleData')
 }
 
-/** Sample data as given, with a visible placeholder for any required variable it leaves out. */
-function withPlaceholders(variables: TemplateVariableDecl[], sampleData: Record<string, unknown>): Record<string, unknown> {
+/** The campaign data of a test render: sample data as a contact, with the placeholder unsubscribe link. */
+export const CAMPAIGN_PROFILE: TemplateProfile = {
+  builtins: BUILTIN_VARIABLES,
+  sampleContext(variables, sampleData) {
+    const recipient = {
+      email: typeof sampleData.email === 'string' ? sampleData.email : 'sample@example.com',
+      name: typeof sampleData.name === 'string' ? sampleData.name : 'Sample Name',
+      // The built-ins come from the recipient, not the attributes.
+      attributes: withPlaceholders(variables, sampleData, (v) => ((BUILTIN_VARIABLES as readonly string[]).includes(v.name) ? undefined : `[${v.name}]`)),
+    }
+    const built = buildContext(variables, recipient, PLACEHOLDER_URL)
+    if ('missing' in built) return { problems: built.missing.map((name) => ({ part: 'sampleData', message: `The sample data lacks the required variable "${name}"` })) }
+    return built
+  },
+}
+
+/**
+ * Sample data as given, with a visible placeholder for any required variable it leaves out, so a
+ * test render needs no complete sample. `placeholder` returning undefined leaves the variable out.
+ */
+export function withPlaceholders<V extends TemplateVariableDecl>(variables: V[], sampleData: Record<string, unknown>, placeholder: (v: V) => unknown): Record<string, unknown> {
   const data = structuredClone(sampleData)
   for (const v of variables) {
-    if (!v.required || (BUILTIN_VARIABLES as readonly string[]).includes(v.name)) continue
-    const found = lookup(data, v.name.split('.'))
-    if ('value' in found && isMissing(found.value)) assign(data, v.name.split('.'), `[${v.name}]`)
+    const parts = v.name.split('.')
+    const found = lookupPath(data, parts)
+    const value = v.required && 'value' in found && isMissing(found.value) ? placeholder(v) : undefined
+    if (value !== undefined) assignPath(data, parts, value)
   }
   return data
 }
 
+/** Renders, or throws TemplateError reporting the failure as `part`; `renderedPart` says which source the position is in. */
 export function renderOrThrow(compiled: CompiledTemplate, context: Record<string, unknown>, part: TemplatePart = 'sampleData'): RenderedEmail {
   try {
     return compiled.render(context)
   } catch (err) {
-    const e = err as Error & { lineNumber?: number; column?: number }
-    const message = (e.message ?? String(err)).replace(/\s+-\s+\d+:\d+$/, '').replace(/ in \[object Object\]/, '')
-    throw new TemplateError([{ part, line: e.lineNumber, column: e.column !== undefined ? e.column + 1 : undefined, message: `Render failed: ${message}` }])
+    const failure = err instanceof RenderError ? err : new RenderError('html', err)
+    throw new TemplateError([{ part, renderedPart: failure.part, ...position(failure), message: `Render failed: ${failure.message}` }])
   }
+}
+
+function position(failure: RenderError): { line?: number; column?: number } {
+  return { line: failure.lineNumber, column: failure.column !== undefined ? failure.column + 1 : undefined }
 }
 
 export interface RecipientData {
@@ -205,7 +301,7 @@ export function buildContext(
     if (v.name === 'email') value = recipient.email
     else if (v.name === 'name') value = recipient.name
     else {
-      const found = lookup(recipient.attributes, parts)
+      const found = lookupPath(recipient.attributes, parts)
       value = 'value' in found ? found.value : undefined
     }
     if (isMissing(value)) {
@@ -215,31 +311,7 @@ export function buildContext(
       }
       value = v.fallback ?? ''
     }
-    assign(context, parts, value)
+    assignPath(context, parts, value)
   }
   return missing.length > 0 ? { missing } : { context }
-}
-
-function isMissing(value: unknown): boolean {
-  return value === undefined || value === null || (typeof value === 'string' && value.trim() === '')
-}
-
-function lookup(data: Record<string, unknown>, parts: string[]): { value: unknown } | { badParent: true } {
-  let current: unknown = data
-  for (const part of parts) {
-    if (current === undefined || current === null) return { value: undefined }
-    if (typeof current !== 'object' || Array.isArray(current)) return { badParent: true }
-    current = (current as Record<string, unknown>)[part]
-  }
-  return { value: current }
-}
-
-function assign(target: Record<string, unknown>, parts: string[], value: unknown): void {
-  let node = target
-  for (const part of parts.slice(0, -1)) {
-    const next = node[part]
-    if (next === null || typeof next !== 'object' || Array.isArray(next)) node[part] = {}
-    node = node[part] as Record<string, unknown>
-  }
-  node[parts[parts.length - 1]!] = value
 }

@@ -7,7 +7,7 @@ import type { Database } from '../../infra/db/client'
 import { emailTemplates, emailTemplateVersions, type TemplateVariableDecl } from '../../infra/db/schema/campaigns'
 import { NotFoundError, ValidationError } from '../../lib/errors'
 import type { CacheService, CacheWarmer, WarmEntry } from '../cache/cache-service'
-import type { RenderedEmail } from '../email/templates'
+import type { RenderedEmail } from './template-engine'
 import {
   buildContext,
   checkTemplate,

@@ -15,14 +15,16 @@ import {
   type EmailLogger,
   type EmailRecord,
   type EmailRow,
+  templateRenderer,
 } from './email-service'
-import { renderTemplate, type EmailRenderer } from './templates'
+import { bundledTemplates, type TransactionalTemplates } from './templates'
 
 export interface EmailDispatcherDeps {
   db: Database
   transport: MailTransport
   from: string
-  renderer?: EmailRenderer
+  /** The set the emails were queued with (EMAIL_TEMPLATES_DIR); the bundled templates when absent. */
+  templates?: TransactionalTemplates
   logger?: EmailLogger
   /** Pause between polls when there was nothing (or little) to do. */
   pollMs?: number
@@ -71,7 +73,7 @@ export class EmailDispatcher {
       db: deps.db,
       transport: deps.transport,
       from: deps.from,
-      renderer: deps.renderer ?? renderTemplate,
+      renderer: templateRenderer(deps.templates ?? bundledTemplates()),
       logger: deps.logger,
       onSent: deps.onSent,
     }

@@ -17,7 +17,7 @@ import {
   issueEmailToken,
   PASSWORD_RESET_TTL_MS,
 } from '../auth/email-tokens'
-import { renderTemplate, validateTemplateData, type EmailRenderer } from './templates'
+import { bundledTemplates, type EmailRenderer, type TransactionalTemplates } from './templates'
 
 /** Claims of one row before it is marked failed; at the backoff cap that is several hours of retrying. */
 export const MAX_ATTEMPTS = 8
@@ -27,6 +27,12 @@ const BASE_RETRY_MS = 30_000
 const MAX_RETRY_MS = 60 * 60_000
 const MAX_SCHEDULE_AHEAD_MS = 365 * 24 * 60 * 60_000
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** The templates this service sends and the variables it fills in for each (see the send methods below). */
+const SENT_TEMPLATES = {
+  welcome: ['name', 'verificationLink'],
+  'password-reset': ['name', 'resetLink', 'expiresInMinutes'],
+  'event-reminder': ['name', 'event.title', 'event.date', 'event.location', 'event.url'],
+} as const
 
 export type EmailRow = typeof emails.$inferSelect
 type EmailUpdate = PgUpdateSetSource<typeof emails>
@@ -221,6 +227,8 @@ export interface EmailServiceDeps {
   transport: MailTransport
   from: string
   links: { verifyEmailUrl: string; resetPasswordUrl: string }
+  /** Loaded and checked at boot (EMAIL_TEMPLATES_DIR); the bundled templates when absent. */
+  templates?: TransactionalTemplates
   logger?: EmailLogger
   onSent?: (email: EmailRecord) => void
   leaseMs?: number
@@ -248,9 +256,13 @@ export interface EventReminderInput {
 export class EmailService {
   private readonly delivery: DeliveryDeps
   private readonly leaseMs: number
+  private readonly templates: TransactionalTemplates
 
+  /** Throws TemplateFilesError when the templates lack one this service sends, or need data it never provides. */
   constructor(private readonly deps: EmailServiceDeps) {
-    this.delivery = { ...deps, renderer: renderTemplate }
+    this.templates = deps.templates ?? bundledTemplates()
+    this.templates.assertProvides(SENT_TEMPLATES)
+    this.delivery = { ...deps, renderer: templateRenderer(this.templates) }
     this.leaseMs = deps.leaseMs ?? DEFAULT_LEASE_MS
   }
 
@@ -260,8 +272,8 @@ export class EmailService {
    */
   async sendEmail(to: string, template: string, data: unknown, opts: SendEmailOptions = {}): Promise<EmailRecord> {
     const address = checkAddress(to)
-    const context = validateTemplateData(template, data)
-    renderTemplate(template, context)
+    const context = this.templates.validateData(template, data)
+    this.templates.render(template, context)
     if (opts.sendAt && Number.isNaN(opts.sendAt.getTime())) throw ValidationError.field(['sendAt'], 'sendAt is not a valid date')
 
     const [inserted] = await this.deps.db
@@ -358,6 +370,10 @@ export class EmailService {
     if (!existing) throw new ConflictError('An email with this dedupe key was just removed; try again')
     return toEmailRecord(existing)
   }
+}
+
+export function templateRenderer(templates: TransactionalTemplates): EmailRenderer {
+  return (template, data) => templates.render(template, data)
 }
 
 function checkAddress(to: string): string {
