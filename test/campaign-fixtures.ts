@@ -126,6 +126,18 @@ export async function getCampaign(t: TestApp, admin: string, id: string) {
   return res.campaign
 }
 
+/** The unsubscribe URL in the List-Unsubscribe header of the mail the fake provider got for the address. */
+export function unsubscribeUrlOf(fake: FakeResend, email: string): string {
+  const message = fake.sent.find((s) => (Array.isArray(s.to) ? s.to[0] : s.to) === email)
+  if (!message) throw new Error(`no mail was sent to ${email}`)
+  return /^<([^>]+)>/.exec(message.headers!['List-Unsubscribe']!)![1]!
+}
+
+/** The RFC 8058 one-click POST a mailbox provider sends. */
+export function oneClickUnsubscribe(t: TestApp, url: string) {
+  return t.app.inject({ method: 'POST', url: new URL(url).pathname, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: 'List-Unsubscribe=One-Click' })
+}
+
 export interface CampaignApp {
   fake: FakeResend
   t: TestApp

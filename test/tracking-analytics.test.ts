@@ -1,19 +1,12 @@
 import type net from 'node:net'
 import { sql } from 'drizzle-orm'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { EventType } from '../src/services/tracking/event-types'
 import { collect, wsClient } from './helpers/ws'
-import { campaignStats, pixelPath, postWebhook, resendEvent, sendTrackedCampaign, startTrackingApp, type TrackingContext } from './tracking-fixtures'
+import { campaignStats, pixelPath, postWebhook, resendEvent, sendTrackedCampaign, useTrackingApp, type TrackingContext } from './tracking-fixtures'
 
 let ctx: TrackingContext
-
-beforeAll(async () => {
-  ctx = await startTrackingApp()
-})
-afterAll(async () => {
-  await ctx.t.close()
-  await ctx.fake.close()
-})
+useTrackingApp((c) => (ctx = c))
 
 const write = (hits: Parameters<TrackingContext['t']['app']['services']['tracking']['writer']['write']>[0]) => ctx.t.app.services.tracking.writer.write(hits)
 

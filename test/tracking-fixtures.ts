@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
 import { Webhook } from 'standardwebhooks'
+import { afterAll, beforeAll } from 'vitest'
 import { buildTestApp, type TestApp, type TestAppOptions } from './helpers/app'
 import { startFakeResend, type FakeResend, type FakeResendEmail } from './helpers/fake-resend'
 import { addContacts, campaignAction, createAudience, createCampaign, createPublishedTemplate } from './campaign-fixtures'
@@ -42,6 +43,26 @@ export async function startTrackingApp(env: Record<string, string> = {}, options
   const admin = t.token('admin')
   const templateId = await createPublishedTemplate(t, admin, { html: TRACKED_HTML, text: 'Hi {{name}}, see https://shop.example.com/sale\nUnsubscribe: {{unsubscribeUrl}}', variables: [] })
   return { fake, t, admin, templateId }
+}
+
+/** One tracking app for the test file: started before its tests, closed after them; `ready` receives it. */
+export function useTrackingApp(ready: (ctx: TrackingContext) => void, env: Record<string, string> = {}): void {
+  let ctx: TrackingContext | undefined
+  beforeAll(async () => {
+    ctx = await startTrackingApp(env)
+    ready(ctx)
+  })
+  afterAll(async () => {
+    await ctx?.t.close()
+    await ctx?.fake.close()
+  })
+}
+
+export const HUMAN_UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36'
+
+/** Moves the campaign's send back an hour, so a click is no longer "seconds after delivery" (a scanner's). */
+export async function sentLongAgo(t: TestApp, campaignId: string): Promise<void> {
+  await t.app.db.db.execute(sql`update campaign_recipients set sent_at = now() - interval '1 hour' where campaign_id = ${campaignId}`)
 }
 
 export interface SentRecipient {

@@ -1,25 +1,10 @@
-import { sql } from 'drizzle-orm'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { EventType } from '../src/services/tracking/event-types'
 import { rewriteHtml } from '../src/services/tracking/link-rewriter'
-import { campaignStats, countEvents, pathOf, pixelPath, sendTrackedCampaign, startTrackingApp, trackedLinks, type TrackingContext } from './tracking-fixtures'
+import { campaignStats, countEvents, HUMAN_UA, pathOf, pixelPath, sendTrackedCampaign, sentLongAgo, trackedLinks, useTrackingApp, type TrackingContext } from './tracking-fixtures'
 
 let ctx: TrackingContext
-
-beforeAll(async () => {
-  ctx = await startTrackingApp()
-})
-afterAll(async () => {
-  await ctx.t.close()
-  await ctx.fake.close()
-})
-
-const HUMAN_UA = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36'
-
-/** Moves the send back in time, so a click is no longer "seconds after delivery". */
-async function sentLongAgo(campaignId: string) {
-  await ctx.t.app.db.db.execute(sql`update campaign_recipients set sent_at = now() - interval '1 hour' where campaign_id = ${campaignId}`)
-}
+useTrackingApp((c) => (ctx = c))
 
 describe('link rewriting at render time', () => {
   it('sends campaign HTML with every web link tracked, the unsubscribe, mailto and data-notrack links untouched, and the pixel before </body>', async () => {
@@ -65,7 +50,7 @@ describe('link rewriting at render time', () => {
 describe('GET /t/c/<token>: the click redirect', () => {
   it('redirects to exactly the URL bound in the token, plus the click token for conversions, and counts the click', async () => {
     const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['clicker@example.com'])
-    await sentLongAgo(campaignId)
+    await sentLongAgo(ctx.t, campaignId)
     const [sale, blog] = trackedLinks(recipients[0]!.message.html!)
     const first = await ctx.t.app.inject({ method: 'GET', url: pathOf(sale!), headers: { 'user-agent': HUMAN_UA } })
     expect(first.statusCode).toBe(302)
@@ -141,7 +126,7 @@ describe('GET /t/c/<token>: the click redirect', () => {
     // Sent a moment ago: a click now is a gateway following the link on delivery.
     expect((await ctx.t.app.inject({ method: 'GET', url: sale, headers: { 'user-agent': HUMAN_UA } })).statusCode).toBe(302)
     await ctx.t.app.services.tracking.flush()
-    await sentLongAgo(campaignId)
+    await sentLongAgo(ctx.t, campaignId)
     expect((await ctx.t.app.inject({ method: 'HEAD', url: sale, headers: { 'user-agent': HUMAN_UA } })).statusCode).toBe(302)
     await ctx.t.app.inject({ method: 'GET', url: sale, headers: { 'user-agent': 'Mozilla/5.0 (compatible; Barracuda Sentinel)' } })
     await ctx.t.app.inject({ method: 'GET', url: sale, headers: { 'user-agent': 'python-requests/2.31' } })

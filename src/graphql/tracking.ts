@@ -57,6 +57,10 @@ const CampaignLinkRef = builder.objectRef<CampaignLink>('CampaignLink').implemen
     url: t.exposeString('url', { description: 'Destination (of the first click; from the template while nobody clicked).' }),
     clicks: t.exposeInt('clicks', { description: 'Every click.' }),
     humanClicks: t.exposeInt('humanClicks', { description: 'Clicks by people.' }),
+    uniqueClicks: t.exposeInt('uniqueClicks', {
+      description: 'Recipients who clicked this link at least once, human or machine: one each, however often they or their mail scanner clicked.',
+    }),
+    humanUniqueClicks: t.exposeInt('humanUniqueClicks', { description: 'Recipients with at least one human click on this link.' }),
   }),
 })
 

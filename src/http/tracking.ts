@@ -16,10 +16,9 @@ const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA
 const PIXEL_HEADERS = {
   'content-type': 'image/gif',
   'content-length': String(GIF.length),
-  // Every open must reach us: no browser, proxy or CDN may answer from a cache.
+  // Every open must reach us: no browser, proxy or CDN may answer from a cache. (HTTP/1.0's Pragma
+  // and Expires are left out: every cache since HTTP/1.1 obeys Cache-Control, and each header costs every hit.)
   'cache-control': 'no-store, no-cache, must-revalidate, private',
-  pragma: 'no-cache',
-  expires: '0',
 }
 const REDIRECT_HEADERS = {
   'cache-control': 'no-store',
@@ -49,9 +48,10 @@ interface ConversionBody {
 
 export async function trackingRoutes(app: FastifyInstance): Promise<void> {
   const { recorder, conversions } = app.services.tracking
-  // Per IP, with a max of its own; no x-ratelimit-* headers on every pixel, only Retry-After on a 429.
-  const noHeaders = { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false }
-  const rateLimit = { max: app.config.tracking.rateLimitMax, addHeaders: noHeaders, addHeadersOnExceeding: noHeaders }
+  // Each endpoint's own per-IP limit (no x-ratelimit-* headers, only Retry-After on a 429), not the mutation limiter's.
+  const limited = (endpoint: string) => ({ onRequest: app.trackingRateLimit(endpoint), config: { rateLimit: false as const } })
+  // The hot paths: counted rather than timed in the metrics, and no log line per hit (a mail proxy sends thousands).
+  const hot = (endpoint: string) => ({ ...limited(endpoint), config: { rateLimit: false as const, metrics: 'count' as const }, logLevel: 'warn' as const })
   // navigator.sendBeacon posts JSON as text/plain, which also spares the browser a preflight.
   app.addContentTypeParser('text/plain', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => {
     try {
@@ -61,14 +61,14 @@ export async function trackingRoutes(app: FastifyInstance): Promise<void> {
     }
   })
 
-  app.get<{ Params: { file: string } }>('/t/o/:file', { config: { rateLimit } }, (request, reply) => {
+  app.get<{ Params: { file: string } }>('/t/o/:file', hot('open'), (request, reply) => {
     const { file } = request.params
     if (file.endsWith('.gif')) recorder.open(file.slice(0, -4), traitsOf(request))
     void reply.code(200).headers(PIXEL_HEADERS).send(GIF)
   })
 
   // A wildcard, not a parameter: tokens carry the destination and outgrow the router's parameter length limit.
-  app.get<{ Params: { '*': string } }>('/t/c/*', { config: { rateLimit } }, (request, reply) => {
+  app.get<{ Params: { '*': string } }>('/t/c/*', hot('click'), (request, reply) => {
     const click = recorder.click(request.params['*'], traitsOf(request))
     if (!click.ok) {
       void page(reply, 400, click.reason === 'expired' ? 'Link expired' : 'Link not valid', click.reason === 'expired'
@@ -80,7 +80,7 @@ export async function trackingRoutes(app: FastifyInstance): Promise<void> {
   })
 
   app.options('/t/conv', (_request, reply) => reply.code(204).headers(CORS_HEADERS).send())
-  app.post<{ Body: ConversionBody }>('/t/conv', { config: { rateLimit }, bodyLimit: 4096 }, async (request, reply) => {
+  app.post<{ Body: ConversionBody }>('/t/conv', { ...limited('conversion'), bodyLimit: 4096 }, async (request, reply) => {
     void reply.headers(CORS_HEADERS)
     const body = (request.body ?? {}) as ConversionBody
     if (typeof body.token !== 'string' || body.token === '') throw ValidationError.field(['token'], 'token is required: the click token from the landing page URL')

@@ -2,7 +2,8 @@
  * GET/POST /t/u/:token: one-click unsubscribe (RFC 8058). GET only shows a confirmation page with a
  * button, because mail scanners and link previews follow GET links; POST unsubscribes, which is
  * also what a mailbox provider sends (`List-Unsubscribe=One-Click`) when the user clicks its own
- * unsubscribe button. The token is verified before anything is shown or changed.
+ * unsubscribe button. The token is verified before anything is shown or changed. What POST
+ * applies to (every list, or the campaign's audiences) is TRACKING_UNSUBSCRIBE_SCOPE, and the page says which.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { escapeHtml } from '../lib/escape'
@@ -35,7 +36,8 @@ export async function unsubscribeRoutes(app: FastifyInstance): Promise<void> {
   app.post<{ Params: { token: string } }>('/t/u/:token', async (request, reply) => {
     const result = await app.services.recipientFeedback.unsubscribe(request.params.token)
     if (!result.ok) return invalid(reply, result.reason)
-    return page(reply, 200, 'Unsubscribed', `<p><strong>${escapeHtml(result.email ?? '')}</strong> will get no more campaign email from us.</p>`)
+    const what = result.scope === 'audience' ? 'email from the lists this message was sent to' : 'campaign email from us'
+    return page(reply, 200, 'Unsubscribed', `<p><strong>${escapeHtml(result.email ?? '')}</strong> will get no more ${what}.</p>`)
   })
 }
 

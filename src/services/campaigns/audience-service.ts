@@ -51,6 +51,8 @@ export class AudienceService {
   constructor(
     private readonly db: Database,
     private readonly publish?: Publish,
+    /** Told which campaigns' counters a suppression moved (their queued rows were dropped). */
+    private readonly statsChanged?: (campaignIds: string[]) => Promise<void>,
   ) {}
 
   /** Streams a CSV into the audience; bad rows are reported in the result, never thrown. */
@@ -176,7 +178,13 @@ export class AudienceService {
     if (unique.length > MAX_ADD_CONTACTS) throw ValidationError.field(['emails'], `At most ${MAX_ADD_CONTACTS} addresses per call`)
     const existing = await this.db.select({ email: suppressions.email }).from(suppressions).where(inArray(suppressions.email, unique))
     const known = new Set(existing.map((e) => e.email))
-    for (const email of unique) if (!known.has(email)) await suppressAddress(this.db, email, reason, source ?? 'admin')
+    const touched: string[] = []
+    try {
+      for (const email of unique) if (!known.has(email)) touched.push(...(await suppressAddress(this.db, email, reason, source ?? 'admin')))
+    } finally {
+      // Each address committed on its own: the ones done before a failure count too.
+      await this.statsChanged?.(touched)
+    }
     return unique.length - known.size
   }
 

@@ -117,18 +117,34 @@ export interface StatsPublisherDeps {
   gate: PushGate
   intervalMs?: number
   logger?: { warn(obj: Record<string, unknown>, msg?: string): void }
-  /** Snapshots read by resolvers (a namespace of the app cache): short TTL, and dropped on every change signalled here. */
+  /**
+   * Snapshots read by resolvers (a namespace of the app cache), dropped on every change signalled
+   * here. So every statement that moves a campaign_stats row, or a campaign's status, must end in
+   * changed() or stateChanged() after its commit; writers that touch several campaigns at once
+   * (suppressAddress) return the ids for that.
+   */
   cache?: CacheService
 }
 
-/** A backstop only: every change signalled to the publisher drops the snapshot at once. */
+/**
+ * A safety net, not the freshness mechanism: every change signalled to the publisher drops the
+ * snapshot at once. The TTL bounds what a missed signal can cost: an invalidation lost while Redis
+ * was down or a bus message dropped, or a write made outside this code (a manual SQL fix).
+ */
 const STATS_CACHE_TTL = 5
 const statsTag = (campaignId: string) => `campaign-stats:${campaignId}`
+
+/** The cache view for StatsPublisherDeps.cache: a second publisher (a test's dispatcher, say) must share it, or its changes drop nothing the app reads. */
+export function campaignStatsCache(cache: CacheService): CacheService {
+  return cache.namespace('campaign-stats')
+}
 
 export class CampaignStatsPublisher {
   private readonly intervalMs: number
   /** Campaigns with a trailing push scheduled: later changes ride along with it. */
   private readonly pending = new Map<string, NodeJS.Timeout>()
+  /** Invalidations still on their way to Redis: a read on this instance waits for them, so it sees its own writes. */
+  private readonly forgetting = new Map<string, Promise<void>>()
   private closed = false
 
   constructor(private readonly deps: StatsPublisherDeps) {
@@ -139,32 +155,50 @@ export class CampaignStatsPublisher {
   async snapshot(campaignId: string): Promise<CampaignStatsSnapshot | null> {
     const cache = this.deps.cache
     if (!cache) return loadCampaignStats(this.deps.db, campaignId)
+    const forgetting = this.forgetting.get(campaignId)
+    if (forgetting) await forgetting
     const load = async () => (await loadCampaignStats(this.deps.db, campaignId)) ?? undefined
-    return (await cache.getMultiLevel(campaignId, load, { ttlSeconds: STATS_CACHE_TTL, tags: [statsTag(campaignId)] })) ?? null
+    // No grace: a stale snapshot must never outlive the TTL, whatever CACHE_GRACE says.
+    return (await cache.getMultiLevel(campaignId, load, { ttlSeconds: STATS_CACHE_TTL, graceSeconds: 0, tags: [statsTag(campaignId)] })) ?? null
   }
 
   /**
    * A tag, not a delete: tag versions are read before a load, so a read racing this change is never
-   * cached as fresh. Cache trouble only leaves the snapshot up to its TTL behind.
+   * cached as fresh, and the bus carries the new version to every instance. When Redis refuses the
+   * tag, the local copy is deleted at least, and the TTL bounds what other instances may still show.
    */
   private forget(campaignId: string): Promise<void> {
-    return this.deps.cache ? this.deps.cache.invalidateTags([statsTag(campaignId)]).then(() => {}, () => {}) : Promise.resolve()
+    const cache = this.deps.cache
+    if (!cache) return Promise.resolve()
+    const forgotten = cache
+      .invalidateTags([statsTag(campaignId)])
+      .then(
+        () => {},
+        async (err: unknown) => {
+          this.deps.logger?.warn({ err, campaignId }, 'campaign stats snapshot not invalidated; it may be behind for up to its TTL')
+          await cache.del(campaignId).catch(() => 0)
+        },
+      )
+      .finally(() => {
+        if (this.forgetting.get(campaignId) === forgotten) this.forgetting.delete(campaignId)
+      })
+    this.forgetting.set(campaignId, forgotten)
+    return forgotten
   }
 
-  /** Counters moved: push now if this second's push is still free, otherwise once it is. */
-  changed(campaignId: string): void {
-    void this.forget(campaignId)
-    if (this.closed || this.pending.has(campaignId)) return
-    void this.deps.gate.tryAcquire(`campaign-stats:${campaignId}`, this.intervalMs).then((waitMs) => {
-      if (waitMs <= 0) return this.push(campaignId)
-      if (this.closed || this.pending.has(campaignId)) return
-      const timer = setTimeout(() => {
-        this.pending.delete(campaignId)
-        this.changed(campaignId)
-      }, waitMs)
-      timer.unref()
-      this.pending.set(campaignId, timer)
-    })
+  /**
+   * Counters moved: the cached snapshot is dropped (the promise settles once it is, and never
+   * rejects), and subscribers hear now if this second's push is still free, otherwise once it is.
+   */
+  changed(campaignId: string): Promise<void> {
+    const forgotten = this.forget(campaignId)
+    this.schedulePush(campaignId)
+    return forgotten
+  }
+
+  /** changed() for each campaign a statement touched. */
+  async changedMany(campaignIds: Iterable<string>): Promise<void> {
+    await Promise.all([...new Set(campaignIds)].map((id) => this.changed(id)))
   }
 
   /** The campaign changed state (sending, paused, sent...): subscribers hear at once. */
@@ -172,6 +206,20 @@ export class CampaignStatsPublisher {
     const forgotten = this.forget(campaignId)
     if (this.closed) return forgotten
     return forgotten.then(() => this.push(campaignId))
+  }
+
+  private schedulePush(campaignId: string): void {
+    if (this.closed || this.pending.has(campaignId)) return
+    void this.deps.gate.tryAcquire(`campaign-stats:${campaignId}`, this.intervalMs).then((waitMs) => {
+      if (waitMs <= 0) return this.push(campaignId)
+      if (this.closed || this.pending.has(campaignId)) return
+      const timer = setTimeout(() => {
+        this.pending.delete(campaignId)
+        this.schedulePush(campaignId)
+      }, waitMs)
+      timer.unref()
+      this.pending.set(campaignId, timer)
+    })
   }
 
   close(): void {

@@ -4,8 +4,11 @@
  * found by provider id or by the recipient's tags. Each is a monotonic state
  * change with its counters in the same statement, the address joins the global suppression list
  * where it should, and the campaign pauses itself when its bounce or complaint rate gets too high.
+ * Every campaign whose counters a statement moved is told to the stats publisher after the commit,
+ * so no cached stats snapshot outlives the change.
  */
-import { sql } from 'drizzle-orm'
+import { sql, type SQL } from 'drizzle-orm'
+import type { UnsubscribeScope } from '../../config'
 import type { Database } from '../../infra/db/client'
 import type { CampaignStatsPublisher } from './campaign-stats'
 import type { UnsubscribeLinks } from './unsubscribe-links'
@@ -67,6 +70,8 @@ export interface UnsubscribeOutcome {
   ok: boolean
   reason?: 'invalid' | 'expired' | 'unknown'
   email?: string
+  /** What the unsubscribe applies to, so the page can say so. */
+  scope?: UnsubscribeScope
 }
 
 export interface RecipientFeedbackDeps {
@@ -74,6 +79,8 @@ export interface RecipientFeedbackDeps {
   links: UnsubscribeLinks
   stats: CampaignStatsPublisher
   thresholds: AutoPauseThresholds
+  /** TRACKING_UNSUBSCRIBE_SCOPE; default `global`. */
+  unsubscribeScope?: UnsubscribeScope
   /** Told once per recipient, after the first unsubscribe committed (tracking counts it in its timeline). */
   onUnsubscribed?: (recipientId: number) => void
 }
@@ -91,14 +98,19 @@ export class RecipientFeedbackService {
   }
 
   /**
-   * Unsubscribes the recipient's address everywhere: the global suppression list, every contact
-   * with that address, and the queued rows of campaigns still sending. Repeating it changes nothing.
+   * Unsubscribes the recipient's address per the configured scope. `global`: the global suppression
+   * list, every contact with that address, and its queued rows in every campaign still sending.
+   * `audience`: the address's contacts in the audiences this campaign was sent to, and its queued
+   * rows in campaigns that no longer have a subscribed contact with that address. Repeating it
+   * changes nothing.
    */
   async unsubscribe(token: string): Promise<UnsubscribeOutcome> {
     const verified = this.deps.links.verify(token)
     if (!verified.ok) return { ok: false, reason: verified.reason }
     const { db } = this.deps
-    const outcome = await db.transaction(async (tx) => {
+    const scope = this.deps.unsubscribeScope ?? 'global'
+    const outcome = await db.transaction(async (txn) => {
+      const tx = txn as unknown as Database
       const found = await tx.execute<{ id: string; email: string; campaign_id: string; first: boolean }>(sql`
         with target as (select id, email, campaign_id, unsubscribed_at from campaign_recipients where id = ${verified.recipientId}),
         marked as (
@@ -113,13 +125,14 @@ export class RecipientFeedbackService {
         select id, email, campaign_id, exists (select 1 from marked) as first from target`)
       const row = found.rows[0]
       if (!row) return null
-      await suppressAddress(tx as unknown as Database, row.email, 'unsubscribed', `campaign:${row.campaign_id}`)
-      return row
+      const touched =
+        scope === 'global' ? await suppressAddress(tx, row.email, 'unsubscribed', `campaign:${row.campaign_id}`) : await unsubscribeFromAudiences(tx, row.email, row.campaign_id)
+      return { ...row, touched }
     })
     if (!outcome) return { ok: false, reason: 'unknown' }
     if (outcome.first) this.deps.onUnsubscribed?.(Number(outcome.id))
-    this.deps.stats.changed(outcome.campaign_id)
-    return { ok: true, email: outcome.email }
+    await this.deps.stats.changedMany(outcome.first ? [outcome.campaign_id, ...outcome.touched] : outcome.touched)
+    return { ok: true, email: outcome.email, scope }
   }
 
   /**
@@ -137,6 +150,8 @@ export class RecipientFeedbackService {
     const providerId = target.providerId ?? null
     const delta = (counter: keyof typeof COUNTED_IN) =>
       sql`${COUNTED_IN[counter].includes(event) ? 1 : 0} - case when t.status::text = any(${sql.param(COUNTED_IN[counter])}::text[]) then 1 else 0 end`
+    // Other campaigns whose queued rows a suppression dropped.
+    let touched: string[] = []
     const outcome = await db.transaction(async (tx) => {
       // By tags only while no provider id is recorded, or for the same one: a re-sent recipient has a new id, and events of the old email are not its own.
       const result = await tx.execute<{ id: string; campaign_id: string; email: string; previous: string; changed: number }>(sql`
@@ -166,13 +181,13 @@ export class RecipientFeedbackService {
       if (row.previous === 'queued' || row.previous === 'sending') return { status: 'pending', ...found } as DeliveryOutcome
       const settled: DeliveryOutcome = { status: Number(row.changed) > 0 ? 'changed' : 'unchanged', ...found }
       if (settled.status === 'changed' && (event === 'bounced' || event === 'complained' || event === 'suppressed')) {
-        await suppressAddress(tx as unknown as Database, row.email, event === 'suppressed' ? (options.suppressAs ?? 'bounced') : event, `campaign:${row.campaign_id}`)
+        touched = await suppressAddress(tx as unknown as Database, row.email, event === 'suppressed' ? (options.suppressAs ?? 'bounced') : event, `campaign:${row.campaign_id}`)
       }
       await options.within?.(tx as unknown as Database, settled)
       return settled
     })
     if (outcome.status !== 'changed') return outcome
-    this.deps.stats.changed(outcome.campaignId!)
+    await this.deps.stats.changedMany([outcome.campaignId!, ...touched])
     if (event === 'bounced' || event === 'complained') await this.checkAutoPause(outcome.campaignId!)
     return outcome
   }
@@ -205,24 +220,54 @@ export class RecipientFeedbackService {
 /**
  * Suppresses an address globally and takes it out of everything still waiting to go: contacts are
  * marked, and queued recipients not yet in a batch become `suppressed` (a formed batch is left
- * alone, since its payload is fixed under its idempotency key).
+ * alone, since its payload is fixed under its idempotency key). Returns the campaigns whose
+ * counters moved: the caller tells the stats publisher (changedMany) once its transaction commits.
  */
-export async function suppressAddress(db: Database, email: string, reason: 'unsubscribed' | 'bounced' | 'complained' | 'manual', source: string): Promise<void> {
+export async function suppressAddress(db: Database, email: string, reason: 'unsubscribed' | 'bounced' | 'complained' | 'manual', source: string): Promise<string[]> {
   const lower = email.toLowerCase()
   await db.execute(sql`insert into suppressions (email, reason, source) values (${lower}, ${reason}, ${source}) on conflict (email) do nothing`)
   if (reason !== 'manual') {
     await db.execute(sql`update contacts set status = ${reason}::contact_status, updated_at = now() where lower(email) = ${lower} and status = 'subscribed'`)
   }
+  return dropQueued(db, lower, reason, sql``)
+}
+
+/**
+ * The `audience` unsubscribe scope: the address's contacts in the audiences the campaign was sent
+ * to, and no suppression row. A queued recipient elsewhere is dropped only when its campaign no longer has a subscribed
+ * contact with the address in any of its audiences, the same answer sending it now would give.
+ * Returns the campaigns whose counters moved, as suppressAddress does.
+ */
+export async function unsubscribeFromAudiences(db: Database, email: string, campaignId: string): Promise<string[]> {
+  const lower = email.toLowerCase()
   await db.execute(sql`
+    update contacts k set status = 'unsubscribed', updated_at = now()
+    from campaigns c
+    where c.id = ${campaignId} and k.audience_id = any(c.audience_ids) and lower(k.email) = ${lower} and k.status = 'subscribed'`)
+  return dropQueued(
+    db,
+    lower,
+    'unsubscribed',
+    sql`and not exists (select 1 from contacts k where k.audience_id = any(c.audience_ids) and lower(k.email) = ${lower} and k.status = 'subscribed')`,
+  )
+}
+
+/** Queued, unbatched rows of the address in campaigns still sending become `suppressed`, with their counters; returns those campaigns. */
+async function dropQueued(db: Database, lower: string, reason: string, onlyIf: SQL): Promise<string[]> {
+  const result = await db.execute<{ campaign_id: string }>(sql`
     with dropped as (
-      update campaign_recipients set status = 'suppressed', reason = ${reason}, updated_at = now()
-      where campaign_id in (select id from campaigns where status in ('sending', 'paused'))
-        and lower(email) = ${lower} and status = 'queued' and batch_id is null
-      returning campaign_id
+      update campaign_recipients r set status = 'suppressed', reason = ${reason}, updated_at = now()
+      from campaigns c
+      where c.id = r.campaign_id and c.status in ('sending', 'paused')
+        and lower(r.email) = ${lower} and r.status = 'queued' and r.batch_id is null
+        ${onlyIf}
+      returning r.campaign_id
     )
     update campaign_stats s set queued = queued - d.n, suppressed = suppressed + d.n, updated_at = now()
     from (select campaign_id, count(*)::int as n from dropped group by campaign_id) d
-    where s.campaign_id = d.campaign_id`)
+    where s.campaign_id = d.campaign_id
+    returning s.campaign_id`)
+  return result.rows.map((r) => r.campaign_id)
 }
 
 function percent(fraction: number): string {

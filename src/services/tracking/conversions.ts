@@ -6,6 +6,8 @@
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import { InvalidTokenError, ValidationError } from '../../lib/errors'
+import type { WebhookEnqueuer } from '../webhooks/webhook-event-types'
+import type { Instrumentation } from '../instrumentation'
 import { Flag } from './engagement-flags'
 import { EventType } from './event-types'
 import { RollupTally } from './rollup-tally'
@@ -25,6 +27,9 @@ export interface ConversionDeps {
   once: boolean
   defaultCurrency: string
   notify: (campaignId: string) => void
+  /** Outgoing webhooks: `email.converted`, queued with the conversion. */
+  outgoing?: WebhookEnqueuer
+  instrumentation?: Pick<Instrumentation, 'conversionRecorded'>
 }
 
 const MAX_VALUE = 1e12
@@ -71,9 +76,15 @@ export class ConversionService {
             conversions = campaign_conversion_values.conversions + 1, value = campaign_conversion_values.value + excluded.value`)
       }
       await tally.writeDaily(tx)
+      await this.deps.outgoing?.enqueue(tx, [
+        { type: 'email.converted', recipientId: click.recipientId, at, data: { value: amount ? Number(amount.value) : null, currency: amount?.currency ?? null, link_index: click.linkIndex, first } },
+      ])
       return { campaignId, counted: true }
     })
-    if (receipt.counted) this.deps.notify(receipt.campaignId)
+    if (receipt.counted) {
+      this.deps.notify(receipt.campaignId)
+      this.deps.instrumentation?.conversionRecorded()
+    }
     return receipt
   }
 

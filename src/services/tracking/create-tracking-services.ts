@@ -8,12 +8,15 @@ import type { TrackingConfig } from '../../config'
 import type { Database } from '../../infra/db/client'
 import type { UrlSigner } from '../../infra/storage/signed-url'
 import type { RecipientFeedbackService } from '../campaigns/recipient-feedback'
+import { engagementEvents } from '../webhooks/engagement-events'
+import type { WebhookEnqueuer } from '../webhooks/webhook-event-types'
+import type { EngagementKind, Instrumentation } from '../instrumentation'
 import { ConversionService } from './conversions'
 import { EmailAnalytics } from './email-analytics'
 import { EngagementWriter, type Hit } from './engagement-writer'
 import { EventBuffer } from './event-buffer'
 import { EventPruner } from './event-pruner'
-import { EventType } from './event-types'
+import { EVENT_TYPE_NAMES, EventType } from './event-types'
 import { HitRecorder } from './hit-recorder'
 import { createMachineDetector, type MachineDetector } from './machine-detection'
 import { createMessageTracking, type MessageTracking } from './message-tracking'
@@ -50,8 +53,11 @@ export interface TrackingServicesDeps {
   publicUrl: string
   config: TrackingConfig
   campaigns: () => CampaignSide
+  /** Outgoing webhooks: applied events are queued for the app's endpoints in the transaction that applies them. */
+  outgoingWebhooks?: WebhookEnqueuer
   pollMs?: number
   logger?: Logger
+  instrumentation?: Pick<Instrumentation, 'engagementStored' | 'conversionRecorded' | 'webhookReceived' | 'webhookApplied'>
 }
 
 export interface TrackingServices {
@@ -78,9 +84,13 @@ export interface TrackingServices {
 }
 
 export function createTrackingServices(deps: TrackingServicesDeps): TrackingServices {
-  const { db, config, logger } = deps
+  const { db, config, logger, instrumentation } = deps
   const notify = (campaignId: string) => deps.campaigns().statsChanged(campaignId)
-  const writer = new EngagementWriter(db, { scannerWindowMs: config.scannerWindowSeconds * 1000 })
+  const outgoing = deps.outgoingWebhooks
+  const writer = new EngagementWriter(db, {
+    scannerWindowMs: config.scannerWindowSeconds * 1000,
+    onWritten: outgoing && ((tx, written) => outgoing.enqueue(tx, engagementEvents(written))),
+  })
   const tokens = createTrackingTokens(deps.signer)
   const isMachine = createMachineDetector(config.machineUserAgents)
   const buffer = new EventBuffer<Hit>({
@@ -90,6 +100,7 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
     logger,
     write: async (batch) => {
       for (const campaignId of await writer.write(batch)) notify(campaignId)
+      if (instrumentation) reportEngagement(batch, instrumentation)
     },
   })
   buffer.start()
@@ -99,9 +110,11 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
     feedback: { applyDeliveryEvent: (...args) => deps.campaigns().feedback.applyDeliveryEvent(...args) },
     writer,
     notify,
+    outgoing,
     concurrency: config.webhookConcurrency,
     pollMs: deps.pollMs,
     logger,
+    instrumentation,
   })
   const pruner = new EventPruner(db, {
     eventRetentionDays: config.eventRetentionDays,
@@ -119,19 +132,24 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
       once: config.conversionOnce,
       defaultCurrency: config.defaultCurrency,
       notify,
+      instrumentation,
+      outgoing,
     }),
     analytics: new EmailAnalytics(db, () => {
       const s = buffer.stats()
       return { buffered: s.buffered, dropped: s.dropped }
     }),
     webhooks: {
-      receive: createWebhookIntake({
-        db,
-        verify: config.webhookSecret ? createWebhookVerifier(config.webhookSecret) : null,
-        parse: (payload) => parseResendEvent(payload, isMachine),
-        // After the current I/O turn, so the provider has its answer first.
-        stored: () => setImmediate(() => processor.kick()),
-      }),
+      receive: countedIntake(
+        createWebhookIntake({
+          db,
+          verify: config.webhookSecret ? createWebhookVerifier(config.webhookSecret) : null,
+          parse: (payload) => parseResendEvent(payload, isMachine),
+          // After the current I/O turn, so the provider has its answer first.
+          stored: () => setImmediate(() => processor.kick()),
+        }),
+        instrumentation,
+      ),
       processor,
     },
     buffer,
@@ -156,5 +174,32 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
       await pruner.stop()
       await buffer.close()
     },
+  }
+}
+
+/** Opens, clicks and unsubscribes of a stored batch; send outcomes in it are counted where they are sent. */
+function reportEngagement(batch: readonly Hit[], instrumentation: Pick<Instrumentation, 'engagementStored'>): void {
+  const counts: Record<EngagementKind, [human: number, machine: number]> = { open: [0, 0], click: [0, 0], unsubscribe: [0, 0] }
+  for (const hit of batch) {
+    const name = EVENT_TYPE_NAMES[hit.type]
+    if (name === 'open' || name === 'click' || name === 'unsubscribe') counts[name][hit.machine ? 1 : 0] += 1
+  }
+  for (const [kind, [human, machine]] of Object.entries(counts) as [EngagementKind, [number, number]][]) {
+    if (human > 0) instrumentation.engagementStored(kind, false, human)
+    if (machine > 0) instrumentation.engagementStored(kind, true, machine)
+  }
+}
+
+function countedIntake(intake: WebhookIntake, instrumentation: Pick<Instrumentation, 'webhookReceived'> | undefined): WebhookIntake {
+  if (!instrumentation) return intake
+  return async (rawBody, headers) => {
+    try {
+      const result = await intake(rawBody, headers)
+      instrumentation.webhookReceived(result.status)
+      return result
+    } catch (err) {
+      instrumentation.webhookReceived('error')
+      throw err
+    }
   }
 }

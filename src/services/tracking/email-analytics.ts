@@ -46,6 +46,10 @@ export interface CampaignLink {
   url: string
   clicks: number
   humanClicks: number
+  /** Recipients who clicked this link at least once. */
+  uniqueClicks: number
+  /** Recipients with at least one human click on it. */
+  humanUniqueClicks: number
 }
 
 export type TimelineBucket = 'minute' | 'fiveMinutes' | 'fifteenMinutes' | 'hour' | 'day'
@@ -124,15 +128,24 @@ export class EmailAnalytics {
     const [template, clicked] = await Promise.all([
       this.db.execute<{ html: string }>(sql`
         select v.html from campaigns c join email_template_versions v on v.id = c.template_version_id where c.id = ${campaignId}`),
-      this.db.execute<{ link_index: number; url: string; clicks: number; human_clicks: number }>(sql`
-        select link_index, url, clicks, human_clicks from campaign_link_clicks where campaign_id = ${campaignId} order by link_index`),
+      this.db.execute<{ link_index: number; url: string; clicks: number; human_clicks: number; unique_clicks: number; human_unique_clicks: number }>(sql`
+        select link_index, url, clicks, human_clicks, unique_clicks, human_unique_clicks from campaign_link_clicks where campaign_id = ${campaignId} order by link_index`),
     ])
     const html = template.rows[0]?.html
     const links = new Map<number, CampaignLink>()
-    if (html) templateLinks(html, (url) => UNSUBSCRIBE_LINK.test(url)).forEach((url, index) => links.set(index, { index, url, clicks: 0, humanClicks: 0 }))
+    if (html) {
+      templateLinks(html, (url) => UNSUBSCRIBE_LINK.test(url)).forEach((url, index) => links.set(index, { index, url, clicks: 0, humanClicks: 0, uniqueClicks: 0, humanUniqueClicks: 0 }))
+    }
     for (const r of clicked.rows) {
       const index = Number(r.link_index)
-      links.set(index, { index, url: r.url, clicks: Number(r.clicks), humanClicks: Number(r.human_clicks) })
+      links.set(index, {
+        index,
+        url: r.url,
+        clicks: Number(r.clicks),
+        humanClicks: Number(r.human_clicks),
+        uniqueClicks: Number(r.unique_clicks),
+        humanUniqueClicks: Number(r.human_unique_clicks),
+      })
     }
     return [...links.values()].sort((a, b) => a.index - b.index)
   }

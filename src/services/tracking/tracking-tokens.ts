@@ -19,6 +19,17 @@ const OPEN_TOKEN = /^(\d{1,18})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/
 const CLICK_TOKEN = /^(\d{1,18})\.(\d{1,5})\.(\d{1,15})\.([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{1,3000})$/
 const CONVERSION_TOKEN = /^(\d{1,18})\.(\d{1,5})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/
 
+/**
+ * Genuine open and click tokens are remembered after their HMAC check, by their exact text, so a
+ * repeated hit (a scanner re-checking a link, a proxy re-fetching a pixel, a replayed token) skips
+ * it. Only tokens that verified are kept, so a forged or altered token always pays for its check,
+ * and expiry is checked on every hit. First in, first out past the bound (a few seconds of a busy
+ * instance's distinct tokens: bursts and floods, not a campaign's worth); longer tokens (clicks with
+ * long destinations) are checked every time, which bounds the memory (about 5 MB at most).
+ */
+const REMEMBERED_TOKENS = 4_096
+const MAX_REMEMBERED_TOKEN_LENGTH = 512
+
 /** Longest destination a link may carry; longer ones are left untracked rather than truncated. */
 export const MAX_TRACKED_URL_LENGTH = 2048
 /** A conversion token outlives any sensible attribution window; the window itself is checked on use. */
@@ -38,8 +49,15 @@ export interface TrackingTokens {
   verifyConversion(token: string): ConversionToken
 }
 
-export function createTrackingTokens(signer: UrlSigner): TrackingTokens {
+export interface TrackingTokensOptions {
+  /** Genuine tokens of each kind remembered (0: every hit is checked). */
+  remembered?: number
+}
+
+export function createTrackingTokens(signer: UrlSigner, options: TrackingTokensOptions = {}): TrackingTokens {
   const sig = (params: Record<string, string>, exp: number) => signer.sign(params, exp).get('sig')!
+  const opens = new VerifiedTokens<OpenToken>(options.remembered ?? REMEMBERED_TOKENS)
+  const clicks = new VerifiedTokens<ClickToken>(options.remembered ?? REMEMBERED_TOKENS)
   return {
     openToken(recipientId, exp) {
       return `${recipientId}.${exp}.${sig({ purpose: OPEN, r: String(recipientId) }, exp)}`
@@ -53,12 +71,16 @@ export function createTrackingTokens(signer: UrlSigner): TrackingTokens {
       return `${recipientId}.${linkIndex}.${clickedAt}.${signature}`
     },
     verifyOpen(token) {
+      const known = opens.recall(token)
+      if (known) return known
       const m = OPEN_TOKEN.exec(token)
       if (!m) return { ok: false, reason: 'invalid' }
       const verified = signer.verify({ purpose: OPEN, r: m[1]!, exp: m[2]!, sig: m[3]! })
-      return verified.ok ? { ok: true, recipientId: Number(m[1]) } : verified
+      return verified.ok ? opens.remember(token, Number(m[2]), { ok: true, recipientId: Number(m[1]) }) : verified
     },
     verifyClick(token) {
+      const known = clicks.recall(token)
+      if (known) return known
       const m = CLICK_TOKEN.exec(token)
       if (!m) return { ok: false, reason: 'invalid' }
       const url = decodeUrl(m[5]!)
@@ -66,7 +88,7 @@ export function createTrackingTokens(signer: UrlSigner): TrackingTokens {
       const verified = signer.verify({ purpose: CLICK, r: m[1]!, l: m[2]!, u: url, exp: m[3]!, sig: m[4]! })
       // Signed by us, so already a checked web URL; the scheme is checked again so a leaked key still cannot make a javascript: redirect.
       if (verified.ok && !/^https?:\/\//i.test(url)) return { ok: false, reason: 'invalid' }
-      return verified.ok ? { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), url } : verified
+      return verified.ok ? clicks.remember(token, Number(m[3]), { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), url }) : verified
     },
     verifyConversion(token) {
       const m = CONVERSION_TOKEN.exec(token)
@@ -75,6 +97,30 @@ export function createTrackingTokens(signer: UrlSigner): TrackingTokens {
       const verified = signer.verify({ purpose: CONVERSION, r: m[1]!, l: m[2]!, t: m[3]!, exp: String(clickedAt + CONVERSION_TOKEN_TTL_SECONDS), sig: m[4]! })
       return verified.ok ? { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), clickedAt } : verified
     },
+  }
+}
+
+const EXPIRED: TokenFailure = { ok: false, reason: 'expired' }
+
+/** What a token verified to, by its exact text, with its expiry (see REMEMBERED_TOKENS). */
+class VerifiedTokens<T> {
+  private readonly known = new Map<string, { exp: number; verified: T }>()
+
+  constructor(private readonly max: number) {}
+
+  /** The remembered verdict (expired once past its expiry, as the signer would say), or undefined. */
+  recall(token: string): T | TokenFailure | undefined {
+    const entry = this.known.get(token)
+    if (entry === undefined) return undefined
+    return entry.exp > Math.floor(Date.now() / 1000) ? entry.verified : EXPIRED
+  }
+
+  remember(token: string, exp: number, verified: T): T {
+    if (this.max > 0 && token.length <= MAX_REMEMBERED_TOKEN_LENGTH) {
+      if (this.known.size >= this.max) this.known.delete(this.known.keys().next().value!)
+      this.known.set(token, { exp, verified })
+    }
+    return verified
   }
 }
 

@@ -7,6 +7,8 @@ import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import type { DeliveryEvent, DeliveryOutcome, DeliveryTarget, RecipientFeedbackService } from '../campaigns/recipient-feedback'
 import { suppressAddress } from '../campaigns/recipient-feedback'
+import type { Instrumentation } from '../instrumentation'
+import { outgoingEvents, type WebhookEnqueuer } from '../webhooks/webhook-event-types'
 import type { EngagementWriter } from './engagement-writer'
 import { EventType, type EventTypeCode } from './event-types'
 import { RollupTally } from './rollup-tally'
@@ -17,11 +19,14 @@ export interface WebhookProcessorDeps {
   feedback: Pick<RecipientFeedbackService, 'applyDeliveryEvent'>
   writer: EngagementWriter
   notify: (campaignId: string) => void
+  /** Outgoing webhooks for the state changes, queued in the transaction that applies them. */
+  outgoing?: WebhookEnqueuer
   /** Rows applied in parallel by one instance. */
   concurrency?: number
   leaseMs?: number
   pollMs?: number
   logger?: { warn(obj: Record<string, unknown>, msg?: string): void; error(obj: Record<string, unknown>, msg?: string): void }
+  instrumentation?: Pick<Instrumentation, 'webhookApplied'>
 }
 
 const STATE_EVENTS: Partial<Record<EventTypeCode, DeliveryEvent>> = {
@@ -125,9 +130,12 @@ export class WebhookProcessor {
     try {
       const state = STATE_EVENTS[row.type]
       const outcome = state ? await this.applyState(row, state) : await this.applyCount(row)
-      if (outcome === 'pending' || outcome === 'unknown') await this.unmatched(row, outcome)
+      const unmatched = outcome === 'pending' || outcome === 'unknown'
+      if (unmatched) await this.unmatched(row, outcome)
+      this.deps.instrumentation?.webhookApplied(unmatched ? 'unmatched' : 'applied')
     } catch (err) {
       if (err instanceof FencedError) return
+      this.deps.instrumentation?.webhookApplied('failed')
       this.deps.logger?.warn({ err, webhookEventId: row.id, attempts: row.attempts }, 'webhook event not applied; will retry')
       await retryWebhookEvent(this.deps.db, row, this.delay(row), err instanceof Error ? err.message : String(err), row.attempts >= RETRY_DELAYS_MS.length).catch(() => {})
     }
@@ -141,6 +149,8 @@ export class WebhookProcessor {
       within: async (tx, settled) => {
         await relaxCommit(tx)
         await this.appendEvent(tx, row, settled.recipientId!, settled.campaignId!, settled.status === 'changed')
+        // Only a change: a late `delivered` after a bounce, or a replay, tells the app nothing new.
+        if (settled.status === 'changed') await this.deps.outgoing?.enqueue(tx, outgoingEvents(row.type, settled.recipientId!, row.occurredAt.getTime()))
         await finishWebhookEvent(tx, row)
       },
     })
@@ -189,12 +199,15 @@ export class WebhookProcessor {
       await retryWebhookEvent(this.deps.db, row, this.delay(row), status === 'pending' ? 'The send is not recorded yet' : 'No recipient matches yet', giveUp)
       return
     }
-    await this.deps.db.transaction(async (txn) => {
+    const touched = await this.deps.db.transaction(async (txn) => {
       const tx = txn as unknown as Database
       const suppress = row.email && (row.type === EventType.bounced || row.type === EventType.complained)
-      if (suppress) await suppressAddress(tx, row.email!, row.type === EventType.complained ? 'complained' : 'bounced', `provider:${row.providerId ?? 'unknown'}`)
+      const dropped = suppress ? await suppressAddress(tx, row.email!, row.type === EventType.complained ? 'complained' : 'bounced', `provider:${row.providerId ?? 'unknown'}`) : []
       await finishWebhookEvent(tx, row, suppress ? 'done' : 'ignored', 'No campaign recipient matches')
+      return dropped
     })
+    // Queued rows of other campaigns were dropped: their counters moved.
+    for (const campaignId of touched) this.deps.notify(campaignId)
   }
 
   private async findRecipient(row: InboxRow): Promise<Recipient> {

@@ -4,10 +4,11 @@
  * events, and the raw events prunable while the aggregates stay.
  */
 import { sql } from 'drizzle-orm'
-import { bigint, boolean, check, date, index, integer, numeric, pgEnum, pgTable, primaryKey, smallint, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
+import { bigint, boolean, check, customType, date, index, integer, numeric, pgEnum, pgTable, primaryKey, smallint, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core'
 import { campaignRecipients, campaigns } from './campaigns'
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, precision: 3 })
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' })
 
 /**
  * Append-only: written in batches, never updated, deleted only by retention. No primary key and no
@@ -80,6 +81,13 @@ export const recipientEngagement = pgTable('recipient_engagement', {
     .references(() => campaignRecipients.id, { onDelete: 'cascade' }),
   campaignId: uuid('campaign_id').notNull(),
   flags: smallint('flags').notNull().default(0),
+  /**
+   * Bitmaps of the link indexes this recipient has clicked (bit i = link i; at most
+   * MAX_TRACKED_LINKS bits, usually a byte or two), so a link's unique clicks are counted without
+   * a row per recipient per link. Null until the first click.
+   */
+  links: bytea('links'),
+  humanLinks: bytea('human_links'),
 })
 
 /** Clicks per link of a campaign; `url` is the destination of the first click seen on it. */
@@ -93,6 +101,9 @@ export const campaignLinkClicks = pgTable(
     url: text('url').notNull(),
     clicks: integer('clicks').notNull().default(0),
     humanClicks: integer('human_clicks').notNull().default(0),
+    /** Recipients who clicked this link at least once (any, and with a human click). */
+    uniqueClicks: integer('unique_clicks').notNull().default(0),
+    humanUniqueClicks: integer('human_unique_clicks').notNull().default(0),
   },
   (t) => [primaryKey({ name: 'campaign_link_clicks_pk', columns: [t.campaignId, t.linkIndex] })],
 )
