@@ -1,9 +1,10 @@
+import { getEventListeners } from 'node:events'
 import { sql } from 'drizzle-orm'
 import { describe, expect, it } from 'vitest'
 import { createResendTransport } from '../src/infra/mail/resend'
 import type { BatchItemResult, BatchSendOptions, MailMessage, MailTransport } from '../src/infra/mail/types'
 import { CampaignDispatcher } from '../src/services/campaigns/campaign-dispatcher'
-import { CampaignStatsPublisher, createPushGate } from '../src/services/campaigns/campaign-stats'
+import { campaignStatsCache, CampaignStatsPublisher, createPushGate } from '../src/services/campaigns/campaign-stats'
 import { createRateLimiter } from '../src/services/campaigns/rate-limiter'
 import { createUnsubscribeLinks } from '../src/services/campaigns/unsubscribe-links'
 import { buildTestApp, type TestApp } from './helpers/app'
@@ -24,7 +25,8 @@ function dispatcher(options: { transport?: MailTransport; leaseMs?: number; batc
     transport: options.transport ?? t.app.mail,
     limiter: createRateLimiter({ ratePerSecond: 0 }),
     links: createUnsubscribeLinks(t.app.signer, 'http://groundwork.test'),
-    stats: new CampaignStatsPublisher({ db, publish: async () => {}, gate: createPushGate(null) }),
+    // The app's stats cache: this dispatcher's writes must drop the snapshots the app's resolvers read.
+    stats: new CampaignStatsPublisher({ db, publish: async () => {}, gate: createPushGate(null), cache: campaignStatsCache(t.app.services.cache) }),
     leaseMs: options.leaseMs,
     batchSize: options.batchSize,
     concurrency: options.concurrency,
@@ -238,5 +240,21 @@ describe('crashes and concurrency', () => {
     await worker.stop()
     expect(await getCampaign(t, admin, id)).toMatchObject({ status: 'SENT', stats: { sent: 30 } })
     expectNoDuplicates(30)
+  })
+})
+
+describe('an idle dispatcher', () => {
+  it('leaves no abort listener behind per idle poll', async () => {
+    const idle = await buildTestApp({ database: t.database, env: { WORKER_POLL_MS: '10', CAMPAIGN_CONCURRENCY: '2' } })
+    try {
+      const dispatcher = idle.app.campaignDispatcher
+      dispatcher.start()
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // About 30 idle polls per lane by now; each used to add a listener that was never removed. At most one per lane is pausing.
+      const signal = (dispatcher as unknown as { abort: AbortController }).abort.signal
+      expect(getEventListeners(signal, 'abort').length).toBeLessThanOrEqual(2)
+    } finally {
+      await idle.close()
+    }
   })
 })

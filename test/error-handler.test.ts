@@ -2,6 +2,7 @@ import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { registerErrorHandler } from '../src/http/error-handler'
+import { isDatabaseUnavailable } from '../src/lib/database-unavailable'
 import { NotFoundError, ServiceUnavailableError, ValidationError } from '../src/lib/errors'
 
 interface LogLine {
@@ -35,6 +36,10 @@ describe('registerErrorHandler', () => {
     })
     app.get('/unavailable', async () => {
       throw new ServiceUnavailableError('Storage is unavailable, try again shortly', { cause: new Error('ECONNREFUSED 10.0.0.7') })
+    })
+    app.get('/db-down', async () => {
+      // What drizzle throws when node-postgres cannot reach the server: the driver error as `cause`.
+      throw new Error('Failed query: select * from files where id = $1', { cause: Object.assign(new Error('connect ECONNREFUSED 10.0.0.9:5432'), { code: 'ECONNREFUSED' }) })
     })
     app.get('/teapot', async () => {
       throw Object.assign(new Error('upstream said: token abc123 rejected'), { statusCode: 418 })
@@ -157,5 +162,38 @@ describe('registerErrorHandler', () => {
     const line = logs.find((l) => l.msg === 'request rejected')
     expect(line).toMatchObject({ level: INFO, statusCode: 400, code: 'VALIDATION_FAILED' })
     expect(JSON.stringify(logs)).not.toContain('"stack"')
+  })
+
+  it('answers a database outage with 503 SERVICE_UNAVAILABLE and a retry message, without the driver detail', async () => {
+    const res = await app.inject({ method: 'GET', url: '/db-down' })
+    expect(res.statusCode).toBe(503)
+    expect(res.json()).toMatchObject({ error: { code: 'SERVICE_UNAVAILABLE', message: 'The database is unavailable at the moment; retry shortly' } })
+    expect(res.body).not.toContain('10.0.0.9')
+    expect(res.body).not.toContain('select')
+  })
+})
+
+describe('isDatabaseUnavailable', () => {
+  const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code })
+  it.each([
+    ['a refused connection', withCode('ECONNREFUSED')],
+    ['a reset connection, wrapped by drizzle', new Error('Failed query', { cause: withCode('ECONNRESET') })],
+    ['the server shutting down (57P01)', withCode('57P01', 'terminating connection due to administrator command')],
+    ['the server starting up (57P03)', withCode('57P03', 'the database system is starting up')],
+    ['a connection exception (class 08)', withCode('08006')],
+    ['too many connections (53300)', withCode('53300')],
+    ['a dropped connection without a code', new Error('Connection terminated unexpectedly')],
+    ['the pool timing out', new Error('timeout exceeded when trying to connect')],
+  ])('recognises %s', (_name, err) => {
+    expect(isDatabaseUnavailable(err)).toBe(true)
+  })
+
+  it.each([
+    ['a unique violation', withCode('23505', 'duplicate key value violates unique constraint')],
+    ['a syntax error', withCode('42601', 'syntax error at or near "selec"')],
+    ['a plain bug', new TypeError("Cannot read properties of undefined (reading 'id')")],
+    ['a non-error', 'ECONNREFUSED'],
+  ])('does not mistake %s for an outage', (_name, err) => {
+    expect(isDatabaseUnavailable(err)).toBe(false)
   })
 })

@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy'
@@ -9,9 +10,12 @@ const withinLimit = <T>(p: Promise<T>) =>
 describe('the app when Redis goes away', () => {
   let proxy: TcpProxy
   let t: TestApp
+  const logs: { level: number; msg: string }[] = []
   beforeAll(async () => {
     proxy = await startTcpProxy(6379)
-    t = await buildTestApp({ redis: false, env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` } })
+    const stream = new PassThrough()
+    stream.on('data', (chunk: Buffer) => logs.push(...chunk.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string })))
+    t = await buildTestApp({ redis: false, logStream: stream, env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}`, LOG_LEVEL: 'info' } })
   })
   afterAll(async () => {
     await t.close()
@@ -48,6 +52,10 @@ describe('the app when Redis goes away', () => {
       if (deleted === 0) await new Promise((r) => setTimeout(r, 100))
     }
     expect(deleted).toBe(1)
+    // Operators hear of the outage once (not once per reconnect attempt) and of its end.
+    expect(logs.filter((l) => l.msg.startsWith('Redis connection lost'))).toHaveLength(1)
+    expect(logs.filter((l) => l.level === 40 && l.msg.startsWith('Redis connection lost'))).toHaveLength(1)
+    await expect.poll(() => logs.some((l) => l.msg === 'Redis connection restored'), { timeout: 5_000 }).toBe(true)
   })
 })
 

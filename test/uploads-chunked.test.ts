@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -6,76 +6,15 @@ import type { Readable } from 'node:stream'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ObjectStorage } from '../src/infra/storage/types'
-import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
-import { startS3 } from './helpers/s3'
+import { buildTestApp, type TestApp } from './helpers/app'
+import { chunkedUploadClient as client, download, pdf, sha256, type Session } from './helpers/chunked-upload'
+import { s3Env, startS3 } from './helpers/s3'
 import { createEmptyDatabase, type TestDatabase } from './helpers/services'
 
 const MiB = 1024 * 1024
 const PART = 5 * MiB
-const SESSION = 'id filename mimeType size sha256 fileId partSize partCount receivedParts bytesReceived status error expiresAt'
-const START = `mutation($input: StartUploadInput!) { startUpload(input: $input) {
-  __typename ... on StartUploadSuccess { session { ${SESSION} } } ... on Error { message }
-  ... on ValidationError { fieldErrors { path message } } ... on QuotaExceededError { limitBytes usedBytes } ... on FileTooLargeError { maxBytes } } }`
-const CHUNK = `mutation($sessionId: ID!, $partNumber: Int!, $chunk: Upload!) { uploadChunk(sessionId: $sessionId, partNumber: $partNumber, chunk: $chunk) {
-  __typename ... on UploadChunkSuccess { session { ${SESSION} } } ... on Error { message } ... on UnsupportedFileTypeError { detectedType } } }`
-const COMPLETE = `mutation($id: ID!) { completeUpload(sessionId: $id) { __typename ... on CompleteUploadSuccess { file { id status } } ... on Error { message } } }`
-const ABORT = `mutation($id: ID!) { abortUpload(sessionId: $id) { __typename ... on AbortUploadSuccess { session { ${SESSION} } } ... on Error { message } } }`
-const SESSION_QUERY = `query($id: ID!) { uploadSession(id: $id) { ${SESSION} } }`
-const FILE_QUERY = `query($id: ID!) { file(id: $id) { id status error filename mimeType size sha256 url
-  currentVersion { number status error pageCount steps { name status attempts } } versions { number status } } }`
-
-type Session = { id: string; partSize: number; partCount: number; receivedParts: number[]; bytesReceived: number; status: string; fileId: string; expiresAt: string; error: string | null }
-type Result<T extends string, V> = { __typename: string; message?: string } & { [K in T]?: V } & Record<string, unknown>
-type FileView = {
-  id: string
-  status: string
-  error: string | null
-  size: number
-  sha256: string
-  url: string
-  mimeType: string
-  currentVersion: { number: number; status: string; error: string | null; pageCount: number | null; steps: { name: string; status: string; attempts: number }[] }
-  versions: { number: number; status: string }[]
-}
-
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
-const pdf = (size: number) => Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(size - 9)])
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
 /** Small steps so tests of a 6 MiB file stay quick: 5 MiB parts (S3's minimum), files of one or two parts. */
 const BASE_ENV = { UPLOAD_PART_BYTES: String(PART), UPLOAD_QUOTA_BYTES: String(200 * MiB) }
-
-function client(t: TestApp, token: string) {
-  return {
-    start: async (input: Record<string, unknown>) => {
-      const r = await t.gql<{ startUpload: Result<'session', Session> }>(START, { input }, token)
-      expect(r.errors).toBeUndefined()
-      return r.data.startUpload
-    },
-    part: async (sessionId: string, partNumber: number, content: Buffer) => {
-      const res = await uploadThroughGraphql(t, token, CHUNK, { sessionId, partNumber, chunk: null }, { filename: `part-${partNumber}`, contentType: 'application/octet-stream', content, path: 'variables.chunk' })
-      return res.body as { data?: { uploadChunk: Result<'session', Session> }; errors?: { message: string; extensions?: Record<string, unknown> }[] }
-    },
-    complete: async (id: string) => {
-      const r = await t.gql<{ completeUpload: Result<'file', { id: string; status: string }> }>(COMPLETE, { id }, token)
-      expect(r.errors).toBeUndefined()
-      return r.data.completeUpload
-    },
-    abort: async (id: string) => (await t.gql<{ abortUpload: Result<'session', Session> }>(ABORT, { id }, token)).data.abortUpload,
-    session: async (id: string) => (await t.gql<{ uploadSession: Session | null }>(SESSION_QUERY, { id }, token)).data.uploadSession,
-    file: async (id: string) => (await t.gql<{ file: FileView | null }>(FILE_QUERY, { id }, token)).data.file,
-    /** Waits for processing to end (completeUpload answers while the file is still PROCESSING). */
-    settled: async (id: string): Promise<FileView> => {
-      for (let i = 0; i < 600; i++) {
-        const r = await t.gql<{ file: FileView | null }>('query($id: ID!) { file(id: $id) { id status versions { status } } }', { id }, token)
-        const f = r.data.file
-        if (f && f.status !== 'PROCESSING' && f.versions.every((v) => v.status !== 'PROCESSING')) return (await t.gql<{ file: FileView }>(FILE_QUERY, { id }, token)).data.file
-        await sleep(25)
-      }
-      throw new Error(`file ${id} is still processing`)
-    },
-  }
-}
 
 /** Uploads every part (in the given order) and completes. */
 async function uploadWhole(c: ReturnType<typeof client>, content: Buffer, input: Record<string, unknown> = {}, order?: number[]) {
@@ -93,17 +32,6 @@ async function uploadWhole(c: ReturnType<typeof client>, content: Buffer, input:
   return { session, fileId: done.file!.id }
 }
 
-async function download(t: TestApp, url: string): Promise<Buffer> {
-  if (url.startsWith('http://groundwork.test/')) {
-    const res = await t.app.inject({ method: 'GET', url: url.slice('http://groundwork.test'.length) })
-    expect(res.statusCode).toBe(200)
-    return res.rawPayload
-  }
-  const res = await fetch(url)
-  expect(res.status).toBe(200)
-  return Buffer.from(await res.arrayBuffer())
-}
-
 async function multipartDirs(dataDir: string): Promise<string[]> {
   return readdir(path.join(dataDir, 'files', '.multipart')).catch(() => [])
 }
@@ -117,12 +45,11 @@ describe.each([
   let c: ReturnType<typeof client>
 
   beforeAll(async () => {
-    let env: Record<string, string> = { ...BASE_ENV }
+    let env: Record<string, string | undefined> = { ...BASE_ENV }
     if (s3) {
       const s = await startS3()
       closeS3 = s.close
-      const k = s.config
-      env = { ...env, S3_BUCKET: k.bucket, S3_ENDPOINT: k.endpoint!, S3_REGION: k.region, S3_ACCESS_KEY_ID: k.accessKeyId!, S3_SECRET_ACCESS_KEY: k.secretAccessKey!, S3_FORCE_PATH_STYLE: 'true' }
+      env = { ...env, ...s3Env(s.config) }
     }
     t = await buildTestApp({ env })
     c = client(t, t.token('user', 'alice'))

@@ -5,6 +5,7 @@
  */
 import { STATUS_CODES } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { databaseUnavailable } from '../lib/database-unavailable'
 import { isAppError } from '../lib/errors'
 
 export interface ErrorResponseBody {
@@ -47,6 +48,8 @@ function classify(err: unknown): Classified {
     return { status: err.httpStatus, code: err.code, message: err.message }
   }
   if (!(err instanceof Error)) return internal()
+  const outage = databaseUnavailable(err)
+  if (outage) return { status: outage.httpStatus, code: outage.code, message: outage.message }
 
   const { statusCode, code, validation, expose } = err as Error & {
     statusCode?: unknown

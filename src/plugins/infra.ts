@@ -63,9 +63,21 @@ export const databasePlugin = fp(
 
 export const redisPlugin = fp(
   async (app: FastifyInstance) => {
-    const redis = app.config.redisUrl ? createRedis({ url: app.config.redisUrl, cluster: app.config.redisCluster }) : null
+    // One warning per outage and one line when it ends, not one per reconnect attempt.
+    let down = false
+    const onError = (err: Error) => {
+      if (down) return
+      down = true
+      app.log.warn({ err }, 'Redis connection lost: serving from memory and the database until it is back')
+    }
+    const redis = app.config.redisUrl ? createRedis({ url: app.config.redisUrl, cluster: app.config.redisCluster, onError }) : null
     app.decorate<FastifyInstance['redis']>('redis', redis)
     if (!redis) return
+    redis.on('ready', () => {
+      if (!down) return
+      down = false
+      app.log.info('Redis connection restored')
+    })
     app.addHook('onClose', () => closeRedis(redis))
     // Give Redis a moment to connect so the first requests use it; past that, boot anyway and degrade.
     const connected = await waitForReady(redis, REDIS_BOOT_WAIT_MS)

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { startFauxqs } from 'fauxqs'
-import type { S3Config } from '../../src/config'
+import type { Env, S3Config } from '../../src/config'
 
 export interface TestS3 {
   config: S3Config
@@ -24,5 +24,17 @@ export async function startS3(): Promise<TestS3> {
       forcePathStyle: true,
     },
     close: () => server.stop(),
+  }
+}
+
+/** The S3_* variables that point an app at this bucket; `endpoint` replaces the server's (a proxy in front of it). */
+export function s3Env(config: S3Config, endpoint = config.endpoint): Env {
+  return {
+    S3_BUCKET: config.bucket,
+    S3_ENDPOINT: endpoint,
+    S3_REGION: config.region,
+    S3_ACCESS_KEY_ID: config.accessKeyId,
+    S3_SECRET_ACCESS_KEY: config.secretAccessKey,
+    S3_FORCE_PATH_STYLE: String(config.forcePathStyle),
   }
 }

@@ -48,6 +48,8 @@ async function createPostgres(url: string, options: DatabaseOptions): Promise<Da
   })
   // An idle client that loses its connection emits 'error' on the pool; without a listener that kills the process.
   pool.on('error', () => {})
+  // A client checked out for a transaction has no pool listener: a dropped connection would kill the process. Its queries still fail.
+  pool.on('connect', (client) => client.on('error', () => {}))
   const db: Database = drizzle(pool)
 
   const lockClient = await pool.connect()

@@ -127,14 +127,18 @@ export class CampaignDispatcher {
 
   private async pause(ms: number): Promise<void> {
     if (!this.running || ms <= 0) return
+    const signal = this.abort.signal
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms)
+      // The listener goes whichever way the pause ends: one left per idle poll piles up over a day.
+      const done = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
       // A pending poll must not keep a process alive that is otherwise done (scripts, tests).
       timer.unref()
-      this.abort.signal.addEventListener('abort', () => {
-        clearTimeout(timer)
-        resolve()
-      }, { once: true })
+      signal.addEventListener('abort', done, { once: true })
     })
   }
 

@@ -10,6 +10,7 @@ import type { UploadSessionRepository, UploadSessionRow } from '../../infra/db/u
 import { ObjectNotFoundError, type ObjectStorage } from '../../infra/storage/types'
 import { AppError, ConflictError, FileTooLargeError, NotFoundError, QuotaExceededError, ServiceUnavailableError, UnsupportedFileTypeError, ValidationError } from '../../lib/errors'
 import type { Viewer } from '../auth/jwt'
+import type { Instrumentation } from '../instrumentation'
 import { canonicalType, checkType, cleanFilename, isGenericType, isImageType, isUuid, refineSvg, SVG_TYPE, versionKeys } from './file-types'
 import { expectedPartSize, planParts } from './part-plan'
 import type { FilePipeline } from './processing-pipeline'
@@ -54,6 +55,7 @@ export interface UploadSessionDeps {
   getFile(viewer: Viewer, id: string): Promise<FileRow>
   invalidateFile(id: string): Promise<void>
   logger: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void }
+  instrumentation?: Pick<Instrumentation, 'uploadReceived'>
 }
 
 const SHA256 = /^[0-9a-f]{64}$/
@@ -148,6 +150,8 @@ export class UploadSessionService {
     const others = (await sessions.listParts(id)).filter((p) => p.partNumber !== partNumber).reduce((n, p) => n + p.size, 0)
     const reporter = this.reporter(session)
     const meter = new PartMeter(partNumber, expected, (n) => reporter.bytes(others + n))
+    const started = performance.now()
+    const received = (ok: boolean) => this.deps.instrumentation?.uploadReceived('part', meter.bytes, (performance.now() - started) / 1000, ok)
     const stages: (Readable | Transform)[] = [stream, meter]
     if (partNumber === 1) {
       const allowed = limits.allowSvg ? [...limits.allowedTypes, SVG_TYPE] : limits.allowedTypes
@@ -168,6 +172,7 @@ export class UploadSessionService {
     try {
       stored = await storage.uploadPart(session.storageKey, session.multipartUploadId, partNumber, body, expected)
     } catch (err) {
+      received(false)
       body.destroy()
       stream.resume()
       const cause = meter.error ?? (streamError instanceof AppError ? streamError : undefined) ?? err
@@ -176,6 +181,7 @@ export class UploadSessionService {
       this.deps.logger.warn({ err: cause, sessionId: id, partNumber }, 'storing an upload part failed')
       throw new ServiceUnavailableError('Storage is unavailable, please send the part again', { cause })
     }
+    received(true)
     if (stored.size !== expected) throw ValidationError.field(['chunk'], `Part ${partNumber} must be exactly ${expected} bytes (stored ${stored.size})`)
     const recorded = await sessions.recordPart(id, { partNumber, etag: stored.etag, size: stored.size }, this.nextExpiry())
     if (!recorded) throw new ConflictError('The upload session no longer accepts parts')

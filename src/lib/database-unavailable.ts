@@ -1,0 +1,31 @@
+/**
+ * Recognises an error that means "the database cannot be reached right now" (refused or dropped
+ * connections, a server shutting down or starting, the pool unable to connect in time), as opposed
+ * to a bug or a bad query. Clients then get SERVICE_UNAVAILABLE with a message that says to retry,
+ * instead of a generic internal error; the full error is still logged.
+ */
+import { ServiceUnavailableError } from './errors'
+
+/** Socket-level failures, as node-postgres reports them. */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
+/** SQLSTATEs: admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections. Class 08 is "connection exception". */
+const SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300'])
+/** node-postgres and pg-pool raise these as plain Errors without a code. */
+const MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection refused|server closed the connection/i
+
+export const DATABASE_UNAVAILABLE_MESSAGE = 'The database is unavailable at the moment; retry shortly'
+
+export function isDatabaseUnavailable(err: unknown): boolean {
+  // Drizzle wraps driver errors (DrizzleQueryError) with the driver's error as `cause`.
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && (NETWORK_CODES.has(code) || SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true
+    if (MESSAGES.test(e.message)) return true
+  }
+  return false
+}
+
+/** The client-facing error for `err` when it is a database outage; undefined otherwise. */
+export function databaseUnavailable(err: unknown): ServiceUnavailableError | undefined {
+  return isDatabaseUnavailable(err) ? new ServiceUnavailableError(DATABASE_UNAVAILABLE_MESSAGE, { cause: err }) : undefined
+}
