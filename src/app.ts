@@ -54,20 +54,26 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   })
   registerErrorHandler(app)
 
-  await app.register(metricsPlugin)
-  await app.register(secretsPlugin)
-  await app.register(databasePlugin)
-  await app.register(redisPlugin)
-  await app.register(storagePlugin)
-  await app.register(mailPlugin)
-  await app.register(eventsPlugin)
-  await app.register(protectionPlugin)
-  await app.register(servicesPlugin)
-  await app.register(graphqlPlugin)
-  await app.register(healthRoutes)
-  await app.register(downloadRoutes, { storage: app.storage, signer: app.signer })
-  await app.register(unsubscribeRoutes)
-  await app.register(trackingRoutes)
-  await app.register(webhookRoutes)
+  try {
+    await app.register(metricsPlugin)
+    await app.register(secretsPlugin)
+    await app.register(databasePlugin)
+    await app.register(redisPlugin)
+    await app.register(storagePlugin)
+    await app.register(mailPlugin)
+    await app.register(eventsPlugin)
+    await app.register(protectionPlugin)
+    await app.register(servicesPlugin)
+    await app.register(graphqlPlugin)
+    await app.register(healthRoutes)
+    await app.register(downloadRoutes, { storage: app.storage, signer: app.signer })
+    await app.register(unsubscribeRoutes)
+    await app.register(trackingRoutes)
+    await app.register(webhookRoutes)
+  } catch (err) {
+    // A plugin that fails to load (bad templates, an unreachable database) leaves the ones before it open: close them.
+    await app.close().catch(() => {})
+    throw err
+  }
   return app
 }

@@ -34,6 +34,8 @@ export interface Config {
   s3?: S3Config
   resendApiKey?: string
   emailFrom: string
+  /** Transactional email templates to use instead of the bundled ones; checked at boot. */
+  emailTemplatesDir?: string
   auth: {
     jwtSecret?: string
     jwtPublicKey?: string
@@ -55,6 +57,8 @@ export interface Config {
     imageMaxPixels: number
   }
   cache: {
+    /** False: resolvers read file metadata, templates and campaign stats straight from the database. */
+    resolvers: boolean
     defaultTtlSeconds: number
     /** L1 (in-process) bounds: entries and bytes. */
     l1MaxItems: number
@@ -96,13 +100,40 @@ export interface Config {
     rateLimitWindowMs: number
   }
   shutdownGraceMs: number
+  /** infrastructureStats reuses a computed section (Redis memory, popular keys, file figures) this long. */
+  statsCacheMs: number
   /** Run background workers (email dispatch) in this process. */
   workers: boolean
   workerPollMs: number
   files: FilesConfig
   campaigns: CampaignConfig
   tracking: TrackingConfig
+  webhooks: WebhooksConfig
 }
+
+/** Outgoing webhooks (src/services/webhooks): signed event callbacks to the app's endpoints. */
+export interface WebhooksConfig {
+  /** One delivery attempt, connection to last byte of the answer. */
+  timeoutMs: number
+  /** Attempts per delivery, the first included, before it is `failed`. */
+  maxAttempts: number
+  /** Delay before each retry (ms); past its end the last one repeats. */
+  retrySchedule: number[]
+  /** Deliveries one instance has in flight at once. */
+  concurrency: number
+  /** An endpoint is disabled after this many deliveries in a row failed for good (attempts exhausted); retried attempts do not count. */
+  disableAfterFailures: number
+  /** Endpoints may be (or resolve to) loopback, private and link-local addresses. */
+  allowPrivateUrls: boolean
+  /** Only https endpoints (NODE_ENV=production). */
+  requireHttps: boolean
+  /** Delivered and failed deliveries are deleted after this many days; 0 keeps them. */
+  deliveryRetentionDays: number
+}
+
+/** `global`: the suppression list and every contact with the address; `audience`: the contacts in the campaign's audiences only. */
+export type UnsubscribeScope = 'global' | 'audience'
+const UNSUBSCRIBE_SCOPES: readonly string[] = ['global', 'audience'] satisfies UnsubscribeScope[]
 
 /** Email tracking (src/services/tracking): campaign (marketing) mail only; transactional mail is never tracked. */
 export interface TrackingConfig {
@@ -136,10 +167,14 @@ export interface TrackingConfig {
   pruneIntervalMs: number
   /** Requests per IP per RATE_LIMIT_WINDOW_MS on the pixel, redirect and conversion endpoints. */
   rateLimitMax: number
+  /** Most of an IP's quota one instance reserves from Redis at once (see hit-rate-limiter.ts). */
+  rateLimitChunk: number
   /** RESEND_WEBHOOK_SECRET (whsec_...): without it POST /webhooks/resend answers 404. */
   webhookSecret?: string
   /** Webhook rows one instance applies in parallel. */
   webhookConcurrency: number
+  /** What a one-click unsubscribe applies to. */
+  unsubscribeScope: UnsubscribeScope
 }
 
 export interface CampaignConfig {
@@ -149,6 +184,8 @@ export interface CampaignConfig {
   batchSize: number
   /** Batches one instance sends in parallel. */
   concurrency: number
+  /** How long a claimed batch stays an instance's; a dead instance's batches are taken over after it. */
+  leaseMs: number
   /** Auto-pause once bounced / sent passes this fraction. */
   pauseBounceRate: number
   /** Auto-pause once complained / sent passes this fraction. */
@@ -286,6 +323,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   const emailFrom = str('EMAIL_FROM') ?? 'Groundwork <no-reply@groundwork.localhost>'
   if (!parseAddress(emailFrom)) problems.push(`EMAIL_FROM must be an address like "Name <user@example.com>" (got "${emailFrom}")`)
+  const emailTemplatesDir = str('EMAIL_TEMPLATES_DIR')
 
   const jwtSecret = str('JWT_SECRET')
   const jwtPublicKey = str('JWT_PUBLIC_KEY')?.replace(/\\n/g, '\n')
@@ -317,6 +355,7 @@ export function loadConfig(env: Env = process.env): Config {
     s3,
     resendApiKey: str('RESEND_API_KEY'),
     emailFrom,
+    emailTemplatesDir: emailTemplatesDir ? path.resolve(emailTemplatesDir) : undefined,
     auth: { jwtSecret, jwtPublicKey, jwtIssuer: str('JWT_ISSUER'), jwtAudience: str('JWT_AUDIENCE') },
     signingSecret,
     links: {
@@ -332,6 +371,7 @@ export function loadConfig(env: Env = process.env): Config {
       imageMaxPixels: int('IMAGE_MAX_PIXELS', 50_000_000, 1, 1_000_000_000),
     },
     cache: {
+      resolvers: bool('CACHE_RESOLVERS', true),
       defaultTtlSeconds: int('CACHE_DEFAULT_TTL', 3600, 1, 365 * 24 * 3600),
       l1MaxItems: int('CACHE_L1_MAX_ITEMS', 100_000, 1, 100_000_000),
       l1MaxBytes: int('CACHE_L1_MAX_BYTES', 64 * MiB, 1024, Number.MAX_SAFE_INTEGER),
@@ -361,6 +401,7 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitWindowMs: int('RATE_LIMIT_WINDOW_MS', 60_000, 1000, 3_600_000),
     },
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
+    statsCacheMs: int('STATS_CACHE_MS', 5_000, 0, 600_000),
     workers: bool('WORKERS_ENABLED', true),
     workerPollMs: int('WORKER_POLL_MS', 1_000, 10, 60_000),
     files: {
@@ -385,6 +426,7 @@ export function loadConfig(env: Env = process.env): Config {
       rateLimitPerSecond: int('CAMPAIGN_RATE_LIMIT_PER_SECOND', 5, 0, 10_000),
       batchSize: int('CAMPAIGN_BATCH_SIZE', 100, 1, 100),
       concurrency: int('CAMPAIGN_CONCURRENCY', 2, 1, 32),
+      leaseMs: int('CAMPAIGN_LEASE_MS', 60_000, 5_000, 3_600_000),
       pauseBounceRate: fraction('CAMPAIGN_PAUSE_BOUNCE_RATE', 0.02),
       pauseComplaintRate: fraction('CAMPAIGN_PAUSE_COMPLAINT_RATE', 0.0005),
       pauseMinSent: int('CAMPAIGN_PAUSE_MIN_SENT', 100, 0, 10_000_000),
@@ -407,8 +449,20 @@ export function loadConfig(env: Env = process.env): Config {
       webhookRetentionDays: int('TRACKING_WEBHOOK_RETENTION_DAYS', 7, 1, 365),
       pruneIntervalMs: int('TRACKING_PRUNE_INTERVAL_MS', 3_600_000, 1_000, 7 * 24 * 3_600_000),
       rateLimitMax: int('TRACKING_RATE_LIMIT_MAX', 6_000, 1, 10_000_000),
+      rateLimitChunk: int('TRACKING_RATE_LIMIT_CHUNK', 100, 1, 100_000),
       webhookSecret: str('RESEND_WEBHOOK_SECRET'),
       webhookConcurrency: int('TRACKING_WEBHOOK_CONCURRENCY', 4, 1, 64),
+      unsubscribeScope: (str('TRACKING_UNSUBSCRIBE_SCOPE')?.toLowerCase() ?? 'global') as UnsubscribeScope,
+    },
+    webhooks: {
+      timeoutMs: int('WEBHOOKS_TIMEOUT_MS', 10_000, 100, 60_000),
+      maxAttempts: int('WEBHOOKS_MAX_ATTEMPTS', 8, 1, 50),
+      retrySchedule: durations('WEBHOOKS_RETRY_SCHEDULE', str('WEBHOOKS_RETRY_SCHEDULE') ?? '5s,5m,30m,2h,5h,10h,10h', problems),
+      concurrency: int('WEBHOOKS_CONCURRENCY', 8, 1, 256),
+      disableAfterFailures: int('WEBHOOKS_DISABLE_AFTER_FAILURES', 100, 1, 1_000_000),
+      allowPrivateUrls: bool('WEBHOOKS_ALLOW_PRIVATE_URLS', false),
+      requireHttps: nodeEnv === 'production',
+      deliveryRetentionDays: int('WEBHOOKS_DELIVERY_RETENTION_DAYS', 30, 0, 36_500),
     },
   }
   const mailto = config.campaigns.unsubscribeMailto
@@ -416,6 +470,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (!/^[A-Za-z0-9_-]{0,32}$/.test(tracking.conversionParam)) problems.push(`TRACKING_CONVERSION_PARAM must be 0-32 characters of A-Z a-z 0-9 _ - (got "${tracking.conversionParam}")`)
   if (!/^[A-Z]{3}$/.test(tracking.defaultCurrency)) problems.push(`TRACKING_DEFAULT_CURRENCY must be a three-letter ISO 4217 code (got "${tracking.defaultCurrency}")`)
   if (tracking.flushBatch > tracking.bufferMax) problems.push('TRACKING_FLUSH_BATCH must not exceed TRACKING_BUFFER_MAX')
+  if (!UNSUBSCRIBE_SCOPES.includes(tracking.unsubscribeScope)) problems.push(`TRACKING_UNSUBSCRIBE_SCOPE must be one of global, audience (got "${tracking.unsubscribeScope}")`)
   if (tracking.webhookSecret !== undefined && !/^(whsec_)?[A-Za-z0-9+/]{16,}={0,2}$/.test(tracking.webhookSecret)) {
     problems.push('RESEND_WEBHOOK_SECRET must be the signing secret Resend shows for the webhook (whsec_ followed by base64)')
   }
@@ -440,6 +495,21 @@ function imageVariants(raw: string, problems: string[]): ImageVariantSpec[] {
     specs.push({ name, maxEdge, format: format as ImageVariantSpec['format'] })
   }
   return specs
+}
+
+/** A comma-separated list of durations such as `5s,5m,30m,2h` (units ms, s, m, h, d), each at most 7 days; in milliseconds. */
+function durations(name: string, raw: string, problems: string[]): number[] {
+  const unit: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+  const items = raw.split(',').map((s) => s.trim())
+  const ms = items.map((item) => {
+    const m = /^(\d+)(ms|s|m|h|d)$/.exec(item)
+    return m ? Number(m[1]) * unit[m[2]!]! : NaN
+  })
+  if (items.length > 50 || ms.some((n) => !(n >= 1 && n <= 7 * 86_400_000))) {
+    problems.push(`${name} must be 1-50 comma-separated durations of 1ms to 7d with a unit (ms, s, m, h, d), e.g. 5s,5m,30m,2h (got "${raw}")`)
+    return [5_000]
+  }
+  return ms
 }
 
 function redactUrl(raw: string): string {

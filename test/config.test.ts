@@ -49,4 +49,10 @@ describe('config', () => {
     expect(c.s3).toMatchObject({ bucket: 'my-bucket', endpoint: 'http://127.0.0.1:9000', forcePathStyle: true, region: 'us-east-1' })
     expect(c.resendApiKey).toBe('re_123')
   })
+
+  it('takes the campaign batch lease from CAMPAIGN_LEASE_MS, within bounds', () => {
+    expect(loadConfig({}).campaigns.leaseMs).toBe(60_000)
+    expect(loadConfig({ CAMPAIGN_LEASE_MS: '15000' }).campaigns.leaseMs).toBe(15_000)
+    expect(() => loadConfig({ CAMPAIGN_LEASE_MS: '100' })).toThrow(/CAMPAIGN_LEASE_MS/)
+  })
 })

@@ -7,14 +7,18 @@ import type { CampaignService } from '../services/campaigns/campaign-service'
 import type { RecipientFeedbackService } from '../services/campaigns/recipient-feedback'
 import type { EmailTemplateService } from '../services/campaigns/template-service'
 import type { EmailService } from '../services/email/email-service'
+import type { InfrastructureStats } from '../services/system/infrastructure-stats'
 import type { SystemMonitor } from '../services/system/system-monitor'
 import type { FileService } from '../services/files/file-service'
 import type { TrackingServices } from '../services/tracking/create-tracking-services'
+import type { WebhookServices } from '../services/webhooks/create-webhook-services'
 
 /** What resolvers may call. Built once in app.ts; resolvers never reach for adapters directly. */
 export interface Services {
   cache: CacheService
   system: SystemMonitor
+  /** The cache and files sections of infrastructureStats, briefly memoised. */
+  infrastructure: InfrastructureStats
   files: FileService
   email: EmailService
   emailTemplates: EmailTemplateService
@@ -22,6 +26,7 @@ export interface Services {
   campaigns: CampaignService
   recipientFeedback: RecipientFeedbackService
   tracking: TrackingServices
+  webhooks: WebhookServices
 }
 
 export interface GraphQLContext extends MercuriusContext {

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import { GraphQLError, type ExecutionResult, type ValidationRule } from 'graphql'
 import { processRequest, Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
+import { databaseUnavailable } from '../lib/database-unavailable'
 import { isAppError, UnauthenticatedError } from '../lib/errors'
 import type { Viewer } from '../services/auth/jwt'
 import { planParts } from '../services/files/part-plan'
@@ -115,6 +116,11 @@ function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx:
     const status = original.statusCode
     if (typeof status === 'number' && status >= 400 && status < 500) {
       return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, extensions: { code: (original as { code?: string }).code ?? 'BAD_REQUEST' } })
+    }
+    const outage = databaseUnavailable(original)
+    if (outage) {
+      log.warn({ err: original, path: error.path }, 'database unavailable')
+      return new GraphQLError(outage.message, { nodes: error.nodes, path: error.path, extensions: { code: outage.code, requestId } })
     }
     log.error({ err: original, path: error.path }, 'unexpected GraphQL error')
     return new GraphQLError('Internal server error', { nodes: error.nodes, path: error.path, extensions: { code: 'INTERNAL_SERVER_ERROR', requestId } })

@@ -9,6 +9,7 @@ import './email'
 import './infrastructure'
 import './campaigns'
 import './tracking'
+import './webhook-endpoints'
 
 const built = builder.toSchema({ sortSchema: true })
 

@@ -7,13 +7,17 @@ export interface Metrics {
   registry: Registry
   graphqlDuration: Histogram<'operation' | 'type' | 'outcome'>
   subscriptions: Gauge
-  /** Metrics read from a service at scrape time (cache counters, queue depths). */
+  /** Metrics read from a service at scrape time (cache counters, queue depths): run before each scrape is serialised; a failure is counted and logged. */
   addCollector(collect: () => Promise<void> | void): void
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     metrics: Metrics
+  }
+  interface FastifyContextConfig {
+    /** 'count': the route's requests are counted (http_requests_counted_total) instead of timed, for hot routes like the tracking pixel. */
+    metrics?: 'count'
   }
 }
 
@@ -52,17 +56,37 @@ export const metricsPlugin = fp(
       name: 'groundwork_scrape_collectors',
       help: 'Collectors run per scrape.',
       registers: [registry],
-      async collect() {
-        await Promise.allSettled(collectors.map((c) => c()))
+      collect() {
         this.set(collectors.length)
       },
     })
+    const collectorFailures = new Counter({ name: 'groundwork_scrape_collector_failures_total', help: 'Scrape-time collectors that failed; their metrics kept their previous values.', registers: [registry] })
+    // Run before serialising rather than in a metric's collect(): registry.metrics() reads the metrics
+    // concurrently, so what an async collector sets there would only show at the next scrape.
+    const runCollectors = async () => {
+      const results = await Promise.allSettled(collectors.map(async (c) => c()))
+      for (const r of results) {
+        if (r.status === 'fulfilled') continue
+        collectorFailures.inc()
+        app.log.warn({ err: r.reason }, 'a metrics collector failed')
+      }
+    }
 
     app.decorate('metrics', { registry, graphqlDuration, subscriptions, addCollector: (c: () => Promise<void> | void) => collectors.push(c) })
 
-    app.addHook('onResponse', async (request, reply) => {
-      const route = request.routeOptions.url ?? 'unmatched'
-      httpDuration.observe({ method: request.method, route, status_class: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000)
+    const httpCounted = new Counter({
+      name: 'http_requests_counted_total',
+      help: 'Requests of the hot routes that are counted rather than timed (tracking pixel and redirect), by route pattern, method and status class.',
+      labelNames: ['method', 'route', 'status_class'] as const,
+      registers: [registry],
+    })
+    // A callback hook: an async one costs every request a promise.
+    app.addHook('onResponse', (request, reply, done) => {
+      const { url, config } = request.routeOptions
+      const labels = { method: request.method, route: url ?? 'unmatched', status_class: `${Math.floor(reply.statusCode / 100)}xx` }
+      if (config?.metrics === 'count') httpCounted.inc(labels)
+      else httpDuration.observe(labels, reply.elapsedTime / 1000)
+      done()
     })
 
     const token = app.config.metrics.token
@@ -72,6 +96,7 @@ export const metricsPlugin = fp(
         if (token && !bearerMatches(request, token)) {
           return reply.code(401).send({ error: { message: 'A valid METRICS_TOKEN bearer token is required', code: 'UNAUTHENTICATED', requestId: request.id } })
         }
+        await runCollectors()
         reply.header('content-type', registry.contentType)
         return registry.metrics()
       })
@@ -102,7 +127,8 @@ export function mirroredCounter(registry: Registry, name: string, help: string, 
   return (value: number, labels: Record<string, string> = {}) => {
     const key = JSON.stringify(labels)
     const delta = value - (last.get(key) ?? 0)
-    if (delta > 0) counter.inc(labels, delta)
+    // An increment of 0 still creates the series, so it reads 0 instead of being absent.
+    counter.inc(labels, Math.max(0, delta))
     last.set(key, value)
   }
 }

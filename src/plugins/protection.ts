@@ -1,20 +1,29 @@
 import { createHash } from 'node:crypto'
 import rateLimit from '@fastify/rate-limit'
 import underPressure from '@fastify/under-pressure'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { Kind, parse, type OperationDefinitionNode } from 'graphql'
 import { RateLimitedError } from '../lib/errors'
+import { createHitRateLimiter, type HitRateLimiter } from '../services/tracking/hit-rate-limiter'
+import { mirroredCounter } from './metrics'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The onRequest hook of a public tracking endpoint: TRACKING_RATE_LIMIT_MAX per IP per RATE_LIMIT_WINDOW_MS, counted per `endpoint`. */
+    trackingRateLimit(endpoint: string): onRequestHookHandler
+  }
+}
 
 const MUTATION = /^\s*(?:#[^\n]*\n\s*)*mutation\b/m
-/** Public tracking endpoints (pixel, click redirect, conversions): limited per IP, with their own max per route. */
-const TRACKING = /^\/t\/(?:o|c)\/|^\/t\/conv$/
 
 /**
  * Overload and abuse protection. Under pressure (event-loop lag past the limit) requests get a
  * 503 with Retry-After before the loop stalls; health probes are exempt. Mutations are rate
  * limited per token (or per IP when anonymous), counted in Redis when present so the limit holds
- * across instances; if Redis fails, requests pass rather than fail.
+ * across instances; if Redis fails, requests pass rather than fail. The public tracking endpoints
+ * have a per-IP limit of their own (`trackingRateLimit`), leased from Redis in chunks so that a
+ * pixel costs no Redis round trip (bounds in hit-rate-limiter.ts).
  */
 export const protectionPlugin = fp(
   async (app: FastifyInstance) => {
@@ -41,7 +50,7 @@ export const protectionPlugin = fp(
       redis: app.redis ?? undefined,
       nameSpace: `${app.config.redisKeyPrefix}ratelimit:`,
       skipOnError: true,
-      allowList: (request) => !isMutation(request) && !TRACKING.test(request.routeOptions.url ?? ''),
+      allowList: (request) => !isMutation(request),
       keyGenerator: (request) => {
         const auth = request.headers.authorization
         return auth ? `t:${createHash('sha256').update(auth).digest('base64url').slice(0, 22)}` : `ip:${request.ip}`
@@ -49,9 +58,45 @@ export const protectionPlugin = fp(
       // Thrown by the plugin and answered by the one error handler, in the usual `{ error }` shape.
       errorResponseBuilder: (_request, context) => new RateLimitedError(`Too many mutations: at most ${context.max} per ${context.after}, retry later`),
     })
+
+    const { tracking } = app.config
+    const limiter = createHitRateLimiter({
+      max: tracking.rateLimitMax,
+      windowMs: protection.rateLimitWindowMs,
+      chunk: tracking.rateLimitChunk,
+      redis: app.redis,
+      keyPrefix: app.config.redisKeyPrefix,
+      logger: app.log,
+    })
+    app.addHook('onClose', async () => limiter.close())
+    const limit = `at most ${tracking.rateLimitMax} per ${protection.rateLimitWindowMs / 1000} s`
+    app.decorate('trackingRateLimit', (endpoint: string) => trackingLimitHook(limiter, `${endpoint}:`, limit))
+    const limited = mirroredCounter(app.metrics.registry, 'groundwork_tracking_rate_limited_total', 'Tracking requests (pixel, redirect, conversion) refused by the per-IP limit.')
+    const leases = mirroredCounter(app.metrics.registry, 'groundwork_tracking_rate_limit_leases_total', 'Quota leases asked of Redis by the tracking per-IP limit.')
+    const fallbacks = mirroredCounter(app.metrics.registry, 'groundwork_tracking_rate_limit_fallbacks_total', 'Leases that failed, so the IP was counted on this instance alone for its window.')
+    app.metrics.addCollector(() => {
+      const stats = limiter.stats()
+      limited(stats.limited)
+      leases(stats.leases)
+      fallbacks(stats.fallbacks)
+    })
   },
-  { name: 'protection', dependencies: ['redis'] },
+  { name: 'protection', dependencies: ['redis', 'metrics'] },
 )
+
+/** A callback hook, so an admitted request (nearly all) costs no promise. */
+function trackingLimitHook(limiter: HitRateLimiter, prefix: string, limit: string): onRequestHookHandler {
+  const refuse = (reply: FastifyReply, retryMs: number, done: HookHandlerDoneFunction) => {
+    void reply.header('retry-after', String(Math.ceil(retryMs / 1000)))
+    done(new RateLimitedError(`Too many requests from this address: ${limit}, retry later`))
+  }
+  return function trackingRateLimit(request, reply, done) {
+    const verdict = limiter.take(prefix + request.ip)
+    if (verdict === 0) return done()
+    if (typeof verdict === 'number') return refuse(reply, verdict, done)
+    verdict.then((ms) => (ms === 0 ? done() : refuse(reply, ms, done)), done)
+  }
+}
 
 function isMutation(request: FastifyRequest): boolean {
   if (request.method !== 'POST' || request.routeOptions.url !== '/graphql') return false

@@ -98,7 +98,7 @@ async function withDeadline<T>(timeoutMs: number, run: (signal: AbortSignal) => 
   let timer: NodeJS.Timeout | undefined
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const error = new MailProviderError(`Resend did not answer within ${timeoutMs} ms`, true)
+      const error = new MailProviderError(`Resend did not answer within ${timeoutMs} ms`, true, undefined, undefined, { timedOut: true })
       controller.abort(error)
       reject(error)
     }, timeoutMs)

@@ -58,13 +58,32 @@ export interface MailTransport {
  * tries again later (after `retryAfterMs` when the provider said so) and never counts it as a failure.
  */
 export class MailProviderError extends Error {
+  /** No answer within the deadline (as opposed to a connection that failed). */
+  readonly timedOut: boolean
+
   constructor(
     message: string,
     readonly retryable: boolean,
     readonly statusCode?: number,
     readonly retryAfterMs?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; timedOut?: boolean },
   ) {
     super(message, options)
+    this.timedOut = options?.timedOut ?? false
   }
+}
+
+/** How a provider call ended, in a closed set fit for a metric label. */
+export type MailResponseClass = '2xx' | '4xx' | '429' | '5xx' | 'timeout' | 'network'
+
+/** The class of a failed send: the HTTP status when there was an answer, else a timeout or a network (or local) failure. */
+export function mailResponseClass(err: unknown): MailResponseClass {
+  if (!(err instanceof MailProviderError)) return 'network'
+  const status = err.statusCode
+  if (status === undefined) return err.timedOut ? 'timeout' : 'network'
+  if (status === 429) return '429'
+  if (status >= 500) return '5xx'
+  if (status >= 400) return '4xx'
+  // A 2xx or 3xx the SDK still turned into an error: the body was unusable, as good as a network failure.
+  return 'network'
 }

@@ -2,17 +2,18 @@
  * Wires the campaign domain from its adapters, so the app's services plugin needs one call.
  */
 import type { Cluster, Redis } from 'ioredis'
-import type { CampaignConfig } from '../../config'
+import type { CampaignConfig, UnsubscribeScope } from '../../config'
 import type { Database } from '../../infra/db/client'
 import type { MailTransport } from '../../infra/mail/types'
 import type { UrlSigner } from '../../infra/storage/signed-url'
 import type { CacheService } from '../cache/cache-service'
+import type { Instrumentation } from '../instrumentation'
 import type { EmailLogger } from '../email/email-service'
 import type { CampaignTrackingHooks } from '../tracking/create-tracking-services'
 import { AudienceService } from './audience-service'
 import { CampaignDispatcher } from './campaign-dispatcher'
 import { CampaignService } from './campaign-service'
-import { CampaignStatsPublisher, createPushGate } from './campaign-stats'
+import { campaignStatsCache, CampaignStatsPublisher, createPushGate } from './campaign-stats'
 import { createRateLimiter } from './rate-limiter'
 import { RecipientFeedbackService } from './recipient-feedback'
 import { EmailTemplateService } from './template-service'
@@ -28,14 +29,18 @@ export interface CampaignServicesDeps {
   publicUrl: string
   defaultFrom: string
   config: CampaignConfig
+  /** TRACKING_UNSUBSCRIBE_SCOPE; default `global`. */
+  unsubscribeScope?: UnsubscribeScope
   pollMs: number
   tracking?: CampaignTrackingHooks
   logger?: EmailLogger
   /**
-   * The app cache: published template versions go in a namespace of it, and the template warmer is registered on it.
-   * Stats snapshots are not cached here yet: campaign_stats also changes on paths that do not tell the stats publisher.
+   * The app cache: published template versions and campaign stats snapshots go in namespaces of it,
+   * and the template warmer is registered on it.
    */
   cache?: CacheService
+  /** Rate limiter waits, for metrics. */
+  instrumentation?: Pick<Instrumentation, 'rateLimitWaited'>
 }
 
 export interface CampaignServices {
@@ -44,7 +49,10 @@ export interface CampaignServices {
   campaigns: CampaignService
   recipientFeedback: RecipientFeedbackService
   dispatcher: CampaignDispatcher
-  /** Pushes campaignStats snapshots; tracking tells it when engagement figures move. */
+  /**
+   * Pushes campaignStats snapshots and drops the cached one; tracking tells it when engagement
+   * figures move. Code that writes campaign_stats elsewhere must tell this publisher, not one of its own.
+   */
   statsPublisher: CampaignStatsPublisher
   /** Stops the worker and pending stats pushes. */
   close(): Promise<void>
@@ -52,13 +60,25 @@ export interface CampaignServices {
 
 export function createCampaignServices(deps: CampaignServicesDeps): CampaignServices {
   const { db, config } = deps
-  const stats = new CampaignStatsPublisher({ db, publish: deps.publish, gate: createPushGate(deps.redis, deps.redisKeyPrefix), logger: deps.logger })
+  const stats = new CampaignStatsPublisher({
+    db,
+    publish: deps.publish,
+    gate: createPushGate(deps.redis, deps.redisKeyPrefix),
+    logger: deps.logger,
+    cache: deps.cache && campaignStatsCache(deps.cache),
+  })
   const templateCache = deps.cache?.namespace('email-templates')
   const emailTemplates = new EmailTemplateService(db, templateCache)
   const templateWarmer = emailTemplates.cacheWarmer()
   if (templateCache && templateWarmer) templateCache.registerWarmer(templateWarmer)
   const links = createUnsubscribeLinks(deps.signer, deps.publicUrl)
-  const limiter = createRateLimiter({ ratePerSecond: config.rateLimitPerSecond, redis: deps.redis, keyPrefix: deps.redisKeyPrefix, logger: deps.logger })
+  const limiter = createRateLimiter({
+    ratePerSecond: config.rateLimitPerSecond,
+    redis: deps.redis,
+    keyPrefix: deps.redisKeyPrefix,
+    logger: deps.logger,
+    onWait: (seconds) => deps.instrumentation?.rateLimitWaited(seconds),
+  })
   const dispatcher = new CampaignDispatcher({
     db,
     transport: deps.transport,
@@ -71,16 +91,18 @@ export function createCampaignServices(deps: CampaignServicesDeps): CampaignServ
     pollMs: deps.pollMs,
     batchSize: config.batchSize,
     concurrency: config.concurrency,
+    leaseMs: config.leaseMs,
   })
   return {
     emailTemplates,
-    audiences: new AudienceService(db, deps.publish),
+    audiences: new AudienceService(db, deps.publish, (ids) => stats.changedMany(ids)),
     campaigns: new CampaignService({ db, defaultFrom: deps.defaultFrom, stats }),
     recipientFeedback: new RecipientFeedbackService({
       db,
       links,
       stats,
       thresholds: { bounceRate: config.pauseBounceRate, complaintRate: config.pauseComplaintRate, minSent: config.pauseMinSent },
+      unsubscribeScope: deps.unsubscribeScope,
       onUnsubscribed: deps.tracking?.unsubscribed,
     }),
     dispatcher,

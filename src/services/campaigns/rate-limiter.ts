@@ -21,6 +21,8 @@ export interface RateLimiterOptions {
   redis?: Redis | Cluster | null
   keyPrefix?: string
   logger?: { warn(obj: Record<string, unknown>, msg?: string): void }
+  /** An acquire that had to wait, with how long it waited (aborted waits included). */
+  onWait?: (seconds: number) => void
 }
 
 /**
@@ -87,11 +89,17 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
 
   return {
     async acquire(signal) {
-      for (;;) {
-        signal?.throwIfAborted()
-        const wait = await tryTake()
-        if (wait <= 0) return
-        await sleep(wait, undefined, { signal })
+      let waitedSince: number | undefined
+      try {
+        for (;;) {
+          signal?.throwIfAborted()
+          const wait = await tryTake()
+          if (wait <= 0) return
+          waitedSince ??= performance.now()
+          await sleep(wait, undefined, { signal })
+        }
+      } finally {
+        if (waitedSince !== undefined) options.onWait?.((performance.now() - waitedSince) / 1000)
       }
     },
     async backOff(ms) {

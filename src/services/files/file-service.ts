@@ -3,6 +3,7 @@ import path from 'node:path'
 import type { Readable } from 'node:stream'
 import type { FilesConfig } from '../../config'
 import type { Database } from '../../infra/db/client'
+import { FileStatsRepository } from '../../infra/db/file-stats-repository'
 import { FileRepository, type FileCursor, type FileRow, type FileVersionRow, type NewFileVersion } from '../../infra/db/file-repository'
 import { FileStepRepository, type FileStepRow } from '../../infra/db/file-step-repository'
 import type { StoredVariant } from '../../infra/db/schema/files'
@@ -13,7 +14,9 @@ import { createLimiter } from '../../lib/concurrency'
 import { AppError, ConflictError, FileTooLargeError, NotFoundError, QuotaExceededError, ServiceUnavailableError, ValidationError } from '../../lib/errors'
 import { hasRole, type Viewer } from '../auth/jwt'
 import type { CacheService, CacheWarmer } from '../cache/cache-service'
+import type { Instrumentation } from '../instrumentation'
 import { FileCache } from './file-cache'
+import { FileStats } from './file-stats'
 import { FileSweeper } from './file-sweeper'
 import { canonicalType, checkType, cleanFilename, isImageType, isUuid, refineSvg, SVG_TYPE, versionKeys } from './file-types'
 import { FilePipeline } from './processing-pipeline'
@@ -60,6 +63,8 @@ export interface FileServiceDeps {
   logger: Logger
   /** File rows and settled version rows, read on every File resolver; invalidated by tag on each write. */
   cache?: CacheService
+  /** Upload bytes and durations, pipeline step outcomes. */
+  instrumentation?: Pick<Instrumentation, 'uploadReceived' | 'pipelineStep'>
 }
 
 const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/
@@ -76,11 +81,15 @@ export class FileService {
   readonly pipeline: FilePipeline
   readonly sessions: UploadSessionService
   readonly sweeper: FileSweeper
+  /** Counts, bytes, uploads in progress, processing outcomes and usage per user (infrastructureStats). */
+  readonly stats: FileStats
   private readonly repo: FileRepository
   private readonly steps: FileStepRepository
   private readonly snapshots: UploadProgressRepository
   private readonly cache: FileCache
   private readonly progress: ProgressSink
+  /** Single-request uploads receiving bytes in this process. */
+  private receiving = 0
 
   constructor(private readonly deps: FileServiceDeps) {
     const { db, storage, config, limits, logger } = deps
@@ -109,6 +118,7 @@ export class FileService {
       progress: this.progress,
       logger,
       deleteKeys,
+      instrumentation: deps.instrumentation,
       onSettled: async ({ fileId, number }) => {
         // Version 1 of a new file: nothing of the file was cacheable while it processed, nothing to prune.
         if (number === 1) return
@@ -133,7 +143,9 @@ export class FileService {
       getFile: (viewer, id) => this.getFile(viewer, id),
       invalidateFile,
       logger,
+      instrumentation: deps.instrumentation,
     })
+    this.stats = new FileStats({ repo: new FileStatsRepository(db), receiving: () => this.receiving, quotaBytes: config.quotaBytes })
     this.sweeper = new FileSweeper({
       sessions: this.sessions,
       files: this.repo,
@@ -142,6 +154,7 @@ export class FileService {
       intervalMs: config.sweepIntervalMs,
       deleteKeys,
       invalidateFile,
+      compactStats: () => this.stats.compact(),
       logger,
     })
   }
@@ -336,6 +349,9 @@ export class FileService {
     const storageKey = versionKeys.source(fileId, versionId)
     let stored = false
     const inspectorBox: { current?: UploadInspector } = {}
+    const started = performance.now()
+    const received = (ok: boolean) => this.deps.instrumentation?.uploadReceived('file', inspectorBox.current?.bytes ?? 0, (performance.now() - started) / 1000, ok)
+    this.receiving++
     try {
       void progress.enter('RECEIVING', 1, 0)
       const remaining = await this.remainingQuota(viewer.id, input.size ?? 0)
@@ -386,6 +402,7 @@ export class FileService {
       // The last receiving event must be out before the first processing one.
       await progress.flush()
     } catch (err) {
+      received(false)
       input.stream.unpipe(inspectorBox.current)
       input.stream.resume()
       inspectorBox.current?.destroy()
@@ -394,7 +411,10 @@ export class FileService {
       if (!(err instanceof AppError)) this.deps.logger.error({ err, uploadId }, 'upload failed')
       await progress.failed(safe.message)
       throw safe
+    } finally {
+      this.receiving--
     }
+    received(true)
 
     this.pipeline.kick(versionId)
     const outcome = input.waitForProcessing === false ? undefined : await this.pipeline.waitFor(versionId, config.processingWaitMs, true)

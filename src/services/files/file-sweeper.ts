@@ -1,7 +1,7 @@
 /**
  * Periodic housekeeping, safe on any number of instances: expired upload sessions are claimed with
  * SKIP LOCKED and their multipart uploads aborted; versions past retention are deleted one by one
- * under their file's row lock; old progress snapshots are dropped.
+ * under their file's row lock; old progress snapshots are dropped; the file figures are compacted.
  */
 import type { FileRepository } from '../../infra/db/file-repository'
 import type { UploadProgressRepository } from '../../infra/db/upload-progress-repository'
@@ -28,6 +28,8 @@ export interface FileSweeperDeps {
   intervalMs: number
   deleteKeys(keys: string[]): Promise<void>
   invalidateFile(id: string): Promise<void>
+  /** Folds the file figures' pending deltas into their totals, so they never pile up between reads. */
+  compactStats?(): Promise<unknown>
   logger: { error(obj: object, msg?: string): void }
 }
 
@@ -79,6 +81,7 @@ export class FileSweeper {
       if (due.length < BATCH || pruned === 0) break
     }
     const droppedSnapshots = await this.deps.snapshots.deleteOlderThan(SNAPSHOT_TTL_MS)
+    await this.deps.compactStats?.().catch((err: unknown) => this.deps.logger.error({ err }, 'file stats compaction failed'))
     return { expiredSessions, prunedVersions, droppedSnapshots }
   }
 

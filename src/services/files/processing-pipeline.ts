@@ -12,6 +12,7 @@ import type { FileRepository, FileRow, FileVersionRow } from '../../infra/db/fil
 import type { FileStepRepository, FileStepRow } from '../../infra/db/file-step-repository'
 import { createLimiter } from '../../lib/concurrency'
 import { AppError } from '../../lib/errors'
+import type { Instrumentation } from '../instrumentation'
 import { STAGE_OF_STEP, type StepContext, type StepName, type StepOutcome } from './processing-steps'
 import { isPermanent } from './storage-call'
 import { UploadProgressReporter, type ProgressSink } from './upload-progress'
@@ -44,6 +45,7 @@ export interface PipelineDeps {
   /** After a version became ready or failed: cache invalidation, retention. */
   onSettled?(version: Pick<FileVersionRow, 'fileId' | 'number'>): Promise<void>
   options: PipelineOptions
+  instrumentation?: Pick<Instrumentation, 'pipelineStep'>
 }
 
 type Waiter = (outcome: PipelineOutcome | undefined) => void
@@ -261,6 +263,7 @@ export class FilePipeline {
       const delay = Math.min(MAX_BACKOFF_MS, options.backoffMs * 2 ** (step.attempts - 1)) * (0.8 + Math.random() * 0.4)
       logger.warn({ err, versionId: version.id, step: name, attempt: step.attempts }, 'file processing step failed; retrying')
       await steps.retryLater(step, Math.round(delay), describe(err))
+      this.deps.instrumentation?.pipelineStep(name, 'retry')
       return true
     }
     stopHeartbeat()
@@ -269,6 +272,7 @@ export class FilePipeline {
     if (toSkip.length > 0) await steps.skip(version.id, toSkip)
     // Fenced: if our lease ran out and another worker took the step over, its result stands, not ours.
     if (!(await steps.finish(step, outcome.result))) return false
+    this.deps.instrumentation?.pipelineStep(name, 'success')
     for (const s of all) {
       if (s.id === step.id) Object.assign(s, { status: 'done', result: outcome.result })
       else if (s.status === 'pending' && outcome.skip?.includes(s.name as StepName)) s.status = 'skipped'
@@ -288,6 +292,7 @@ export class FilePipeline {
     const code = clientError ? err.code : 'PROCESSING_FAILED'
     if (exhausted) this.deps.logger.error({ err, versionId: version.id, step: step.name }, 'file processing gave up')
     if (!(await steps.fail(step, describe(err)))) return
+    this.deps.instrumentation?.pipelineStep(step.name as StepName, 'failed')
     const failed = await files.failVersion(version.id, { message, code }, await steps.writtenKeys(version.id))
     if (failed) await this.deps.deleteKeys(failed.keys)
     await reporter.failed(message)
