@@ -244,7 +244,7 @@ function toFigures(result: Record<string, unknown>): BenchResult {
   const sdk = result.sdkBaseline as { emails: number; emailsPerSecond: number } | undefined
   const sdkFigure: Figure | undefined = sdk && { name: 'baseline: resend SDK alone to the local endpoint', value: sdk.emailsPerSecond, unit: 'emails/s', note: `${sdk.emails} emails` }
   if (sdkFigure) figures.push(sdkFigure)
-  const d = result.dispatch as { recipients: number; emailsPerSecond: number; seconds: number; rss: Rss; materialiseSeconds: number; providerEmails: number; campaignStatus: string } | undefined
+  const d = result.dispatch as { recipients: number; emailsPerSecond: number; seconds: number; rss: Rss; materialiseSeconds: number; providerEmails: number; accepted: number; campaignStatus: string } | undefined
   if (d) {
     const dispatch: Figure = {
       name: `dispatch ${d.recipients} recipients (claim, render, SDK, record)`,
@@ -255,6 +255,16 @@ function toFigures(result: Record<string, unknown>): BenchResult {
       note: `${d.seconds} s; provider received ${d.providerEmails} (no duplicates: ${d.providerEmails === d.recipients}); campaign ${d.campaignStatus}; RSS ${d.rss.startMiB} → max ${d.rss.maxMiB} → ${d.rss.endMiB} MiB`,
     }
     figures.push(sdkFigure ? versus(dispatch, sdkFigure) : dispatch)
+    // Delivery proper is the inbox provider's; what the service controls is handing every recipient over exactly once.
+    const handOff = d.accepted / d.recipients
+    figures.push({
+      name: 'hand-off rate: recipients accepted by the provider ÷ recipients',
+      value: handOff,
+      unit: 'ratio',
+      target: '≥ 0.99 (the part of the seed\'s delivery > 99% the service controls), each exactly once',
+      met: handOff >= 0.99 && d.providerEmails === d.accepted,
+      note: `${d.accepted} accepted, ${d.providerEmails} emails received by the provider`,
+    })
   }
   const r = result.rateLimited as { emailsPerSecond: number; projectedMinutesFor1M: number; seconds: number; requests: number } | undefined
   if (r) {

@@ -1,7 +1,8 @@
 /**
- * `npm run bench [-- name ...]`: runs every bench/*.bench.ts (or the named ones), each in its own
- * child process with jemalloc preloaded when installed, collects their `BENCH_RESULT {json}` lines
- * and regenerates bench/RESULTS.md. Exits non-zero if any bench failed.
+ * `npm run bench [-- name ...]`: runs every bench/*.bench.ts and fault script bench/faults/*.ts (or the
+ * named ones; `faults` names every fault script), each in its own child process with jemalloc preloaded
+ * when installed, collects their `BENCH_RESULT {json}` lines and regenerates bench/RESULTS.md. Exits
+ * non-zero if any bench failed.
  */
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -18,12 +19,19 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const BENCH_DIR = path.join(ROOT, 'bench')
 const RESULTS = path.join(BENCH_DIR, 'RESULTS.md')
 const SUFFIX = '.bench.ts'
+/** Fault scripts: bench/faults/<name>.ts, run as `faults/<name>`; their helpers live in bench/faults/lib/. */
+const FAULTS = 'faults'
 /** Per bench; override with BENCH_TIMEOUT_MS. */
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS) || 10 * 60_000
 
 async function main(): Promise<number> {
-  const available = (await readdir(BENCH_DIR)).filter((f) => f.endsWith(SUFFIX)).map((f) => f.slice(0, -SUFFIX.length)).sort()
-  const wanted = process.argv.slice(2).map((arg) => path.basename(arg).replace(/\.bench\.ts$|\.ts$/, ''))
+  const benches = (await readdir(BENCH_DIR)).filter((f) => f.endsWith(SUFFIX)).map((f) => f.slice(0, -SUFFIX.length))
+  const faults = (await readdir(path.join(BENCH_DIR, FAULTS)).catch(() => [])).filter((f) => f.endsWith('.ts')).map((f) => `${FAULTS}/${f.slice(0, -3)}`)
+  const available = [...benches, ...faults].sort()
+  const wanted = process.argv.slice(2).flatMap((arg) => {
+    const name = benchName(arg)
+    return name === FAULTS ? faults : [name]
+  })
   const unknown = wanted.filter((w) => !available.includes(w))
   if (unknown.length > 0) {
     console.error(`Unknown bench ${unknown.map((u) => `"${u}"`).join(', ')}. Available: ${available.join(', ') || '(none)'}`)
@@ -52,7 +60,7 @@ async function main(): Promise<number> {
   for (const name of names) {
     console.log(`\n=== bench: ${name} ===`)
     const started = performance.now()
-    const outcome = await runBench(path.join(BENCH_DIR, `${name}${SUFFIX}`), env)
+    const outcome = await runBench(path.join(BENCH_DIR, name.startsWith(`${FAULTS}/`) ? `${name}.ts` : `${name}${SUFFIX}`), env)
     const seconds = (performance.now() - started) / 1000
     if (outcome.error) {
       failures[name] = outcome.error
@@ -74,6 +82,13 @@ async function main(): Promise<number> {
   await rename(tmp, RESULTS)
   console.log(`\nWrote ${path.relative(process.cwd(), RESULTS) || RESULTS}`)
   return Object.keys(failures).length > 0 ? 1 : 0
+}
+
+/** `upload`, `upload.bench.ts`, `bench/upload.bench.ts` -> `upload`; `bench/faults/x.ts` -> `faults/x`. */
+function benchName(arg: string): string {
+  const inside = path.relative(BENCH_DIR, path.resolve(arg))
+  const name = inside.startsWith('..') || path.isAbsolute(inside) ? arg : inside
+  return name.split(path.sep).join('/').replace(/\.bench\.ts$|\.ts$/, '')
 }
 
 /** Runs one bench file in a child process; stdout lines that are results are collected, the rest passed through. */

@@ -24,7 +24,7 @@ async function main(): Promise<void> {
     RESEND_WEBHOOK_SECRET: process.env.BENCH_WEBHOOK_SECRET,
     WORKERS_ENABLED: 'false',
     GRAPHIQL: 'false',
-    // The per-IP limit stays on (its Redis round trip is part of the cost), set above what one client sends.
+    // The per-IP limit stays on (its quota leases from Redis are part of the cost), set above what one client sends.
     TRACKING_RATE_LIMIT_MAX: '10000000',
     TRACKING_WEBHOOK_CONCURRENCY: process.env.BENCH_WEBHOOK_CONCURRENCY ?? '4',
   })
