@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { ServiceUnavailableError } from '../../lib/errors'
-import { newCounters, newReadCounters, type CacheCounters, type NamespaceCounters, type ReadCounters } from './cache-stats'
+import { newCounters, newTally, type CacheCounters, type LevelMisses, type NamespaceTally } from './cache-stats'
 import { decodeEntry, encodeEntry, type DecodedEntry } from './entry-codec'
 import { EntryTooLargeError, type EntryOrigin, type LoadSpec, type Loader, type WriteSpec } from './entry-spec'
 import { escapeGlob, globToRegExp } from './glob'
@@ -52,9 +52,8 @@ export class CacheCore {
   readonly bus: InvalidationBus | null
   readonly tags: TagVersions
   readonly counters: CacheCounters = newCounters()
-  readonly l1Counters: ReadCounters = newReadCounters()
-  readonly l2Counters: ReadCounters = newReadCounters()
-  readonly namespaces = new Map<string, NamespaceCounters>()
+  readonly levelMisses: LevelMisses = { l1: 0, l2: 0 }
+  readonly namespaces = new Map<string, NamespaceTally>()
   readonly loaderLatency = new LatencyHistogram()
   readonly recordStats: boolean
   readonly redisPrefix: string
@@ -103,29 +102,25 @@ export class CacheCore {
     })
   }
 
-  namespaceCounters(name: string): NamespaceCounters {
+  namespaceCounters(name: string): NamespaceTally {
     let c = this.namespaces.get(name)
     if (!c) {
-      c = { ...newReadCounters(), sets: 0 }
+      c = newTally()
       this.namespaces.set(name, c)
     }
     return c
   }
 
-  countL1Hit(ns: NamespaceCounters): void {
-    this.hit(this.l1Counters, ns, false)
-  }
-
   /** The rest of a plain get once L1 had no fresh untagged copy: a stale entry is a miss, since get has no loader. */
-  async getAfterL1(lk: string, node: L1Node | undefined, ns: NamespaceCounters): Promise<unknown> {
+  async getAfterL1(lk: string, node: L1Node | undefined, ns: NamespaceTally): Promise<unknown> {
     if (node !== undefined && Date.now() < node.freshUntil && (await this.tagsValid(node))) {
-      if (this.recordStats) this.hit(this.l1Counters, ns, false)
+      if (this.recordStats) ns.l1Hits++
       return node.value
     }
-    if (this.recordStats) this.l1Counters.misses++
+    if (this.recordStats) this.levelMisses.l1++
     const entry = await this.readL2(lk)
     if (entry !== undefined && Date.now() < entry.freshUntil) {
-      if (this.recordStats) this.hit(this.l2Counters, ns, false)
+      if (this.recordStats) ns.l2Hits++
       return entry.value
     }
     this.miss(ns)
@@ -159,7 +154,7 @@ export class CacheCore {
     return decoded !== undefined && !(Date.now() >= decoded.freshUntil)
   }
 
-  async getMany(lks: readonly string[], ns: NamespaceCounters): Promise<unknown[]> {
+  async getMany(lks: readonly string[], ns: NamespaceTally): Promise<unknown[]> {
     const now = Date.now()
     const out: unknown[] = new Array(lks.length)
     const missing: number[] = []
@@ -167,9 +162,9 @@ export class CacheCore {
       const node = this.l1.get(lks[i] as string, now)
       if (node !== undefined && now < node.freshUntil && (await this.tagsValid(node))) {
         out[i] = node.value
-        if (this.recordStats) this.hit(this.l1Counters, ns, false)
+        if (this.recordStats) ns.l1Hits++
       } else {
-        if (this.recordStats) this.l1Counters.misses++
+        if (this.recordStats) this.levelMisses.l1++
         missing.push(i)
       }
     }
@@ -188,7 +183,7 @@ export class CacheCore {
       const entry = raw == null ? undefined : await this.acceptL2(lks[i] as string, raw)
       if (entry !== undefined && Date.now() < entry.freshUntil) {
         out[i] = entry.value
-        if (this.recordStats) this.hit(this.l2Counters, ns, false)
+        if (this.recordStats) ns.l2Hits++
       } else {
         this.miss(ns)
       }
@@ -196,7 +191,7 @@ export class CacheCore {
     return out
   }
 
-  async set(lk: string, value: unknown, spec: WriteSpec, ns: NamespaceCounters, origin?: EntryOrigin): Promise<void> {
+  async set(lk: string, value: unknown, spec: WriteSpec, ns: NamespaceTally, origin?: EntryOrigin): Promise<void> {
     const stamp = spec.tags && spec.tags.length > 0 ? await this.tags.stamp(spec.tags) : undefined
     await this.store(lk, value, spec, stamp, ns, origin)
   }
@@ -204,7 +199,7 @@ export class CacheCore {
   /** One pipeline for L2 and one bus message for the lot. */
   async setMany(
     entries: readonly { lk: string; value: unknown; spec: WriteSpec }[],
-    ns: NamespaceCounters,
+    ns: NamespaceTally,
     timeoutMs?: number,
   ): Promise<{ stored: number; rejected: number }> {
     const now = Date.now()
@@ -298,7 +293,7 @@ export class CacheCore {
    * L1, then L2, then the loader, filling the levels above on the way back. Past
    * its fresh TTL an entry within grace is served while one background refresh runs.
    */
-  async getMultiLevel(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+  async getMultiLevel(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
     const now = Date.now()
     let node = this.l1.get(lk, now)
     if (node !== undefined && node.tags !== undefined && !(await this.tagsValid(node))) {
@@ -307,11 +302,11 @@ export class CacheCore {
     }
     if (node !== undefined) {
       const stale = now >= node.freshUntil
-      if (this.recordStats) this.hit(this.l1Counters, ns, stale)
+      if (this.recordStats) this.hitL1(ns, stale)
       if (stale) this.loads.refresh(lk, loader, spec, ns)
       return node.value
     }
-    if (this.recordStats) this.l1Counters.misses++
+    if (this.recordStats) this.levelMisses.l1++
     return this.loads.singleFlight(lk, () => this.loadThrough(lk, loader, spec, ns))
   }
 
@@ -324,11 +319,11 @@ export class CacheCore {
     this.l2?.close()
   }
 
-  private async loadThrough(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+  private async loadThrough(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
     const entry = await this.readL2(lk, { loader, spec })
     if (entry !== undefined) {
       const stale = Date.now() >= entry.freshUntil
-      if (this.recordStats) this.hit(this.l2Counters, ns, stale)
+      if (this.recordStats) this.hitL2(ns, stale)
       if (stale) this.loads.refresh(lk, loader, spec, ns, true)
       return entry.value
     }
@@ -336,7 +331,7 @@ export class CacheCore {
     return this.loads.load(lk, loader, spec, ns)
   }
 
-  private async store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceCounters, origin?: EntryOrigin): Promise<void> {
+  private async store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceTally, origin?: EntryOrigin): Promise<void> {
     const now = Date.now()
     const prepared = this.prepare(value, spec, stamp, now)
     this.l1.set(lk, value, { bytes: prepared.bytes, freshUntil: prepared.freshUntil, staleUntil: prepared.staleUntil, tags: stamp, origin }, now)
@@ -403,11 +398,11 @@ export class CacheCore {
       raw = await this.l2.get(this.redisPrefix + lk)
     } catch {
       this.counters.errors++
-      if (this.recordStats) this.l2Counters.misses++
+      if (this.recordStats) this.levelMisses.l2++
       return undefined
     }
     const entry = raw === null ? undefined : await this.acceptL2(lk, raw, origin)
-    if (entry === undefined && this.recordStats) this.l2Counters.misses++
+    if (entry === undefined && this.recordStats) this.levelMisses.l2++
     return entry
   }
 
@@ -442,18 +437,17 @@ export class CacheCore {
     }
   }
 
-  private hit(level: ReadCounters, ns: NamespaceCounters, stale: boolean): void {
-    this.counters.hits++
-    level.hits++
-    ns.hits++
-    if (stale) {
-      this.counters.staleHits++
-      level.staleHits++
-      ns.staleHits++
-    }
+  private hitL1(ns: NamespaceTally, stale: boolean): void {
+    ns.l1Hits++
+    if (stale) ns.l1StaleHits++
   }
 
-  private miss(ns: NamespaceCounters): void {
+  private hitL2(ns: NamespaceTally, stale: boolean): void {
+    ns.l2Hits++
+    if (stale) ns.l2StaleHits++
+  }
+
+  private miss(ns: NamespaceTally): void {
     if (!this.recordStats) return
     this.counters.misses++
     ns.misses++

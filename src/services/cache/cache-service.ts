@@ -1,7 +1,7 @@
 import { ValidationError } from '../../lib/errors'
 import { CacheCore, type EntryOrigin, type LoadSpec, type WriteSpec } from './cache-core'
 import { toGraceMs, toTtlMs, validateKey, validateNamespace, validatePattern, validateTags, type InvalidateOptions } from './cache-input'
-import { latencyStats, rate, type CacheStats, type NamespaceCounters, type WarmProgress } from './cache-stats'
+import { latencyStats, readFigures, type CacheStats, type NamespaceTally, type WarmProgress } from './cache-stats'
 import { WarmingRegistry, type CacheWarmer, type WarmEntry, type WarmResult } from './cache-warmer'
 import { escapeGlob } from './glob'
 import type { RedisClient, RedisMemory } from './redis-level'
@@ -93,7 +93,7 @@ export class CacheService {
   private readonly warming: WarmingRegistry
   /** '' at the root, 'users:' for namespace('users'). */
   private readonly ns: string
-  private readonly nsCounters: NamespaceCounters
+  private readonly nsCounters: NamespaceTally
   private readonly defaultLoad: LoadSpec
 
   constructor(options: CacheServiceOptions, view?: { parent: CacheService; name: string }) {
@@ -132,7 +132,7 @@ export class CacheService {
     const node = core.l1.get(this.ns + key, now)
     // A key found in L1 was validated on its way in, so the hit path skips validation.
     if (node !== undefined && node.tags === undefined && now < node.freshUntil) {
-      if (core.recordStats) core.countL1Hit(this.nsCounters)
+      if (core.recordStats) this.nsCounters.l1Hits++
       return node.value as T
     }
     validateKey(key)
@@ -250,10 +250,13 @@ export class CacheService {
   stats(): CacheStats {
     const { core } = this
     const { l1, l2, bus, counters } = core
+    const reads = readFigures(core.namespaces, core.levelMisses, counters.misses)
     return {
       backend: l2 ? 'redis' : 'memory',
       ...counters,
-      hitRate: rate(counters),
+      hits: reads.hits,
+      staleHits: reads.staleHits,
+      hitRate: reads.hitRate,
       items: l1.size,
       l1Bytes: l1.bytes,
       l1MaxItems: core.options.l1MaxItems,
@@ -267,11 +270,8 @@ export class CacheService {
       busReceived: bus?.received ?? 0,
       busPublished: bus?.published ?? 0,
       busResubscribes: bus?.resubscribes ?? 0,
-      levels: [
-        { level: 'l1', ...core.l1Counters, hitRate: rate(core.l1Counters) },
-        { level: 'l2', ...core.l2Counters, hitRate: rate(core.l2Counters) },
-      ],
-      namespaces: [...core.namespaces].map(([namespace, c]) => ({ namespace, ...c, hitRate: rate(c) })),
+      levels: reads.levels,
+      namespaces: reads.namespaces,
       loaderLatency: latencyStats(core.loaderLatency),
       warming: this.warming.progress(),
     }

@@ -14,7 +14,61 @@ export interface NamespaceCounters extends ReadCounters {
   sets: number
 }
 
-export interface CacheCounters extends ReadCounters {
+/**
+ * The raw read counters of one namespace, split by level. A hit is counted here and nowhere else:
+ * level and cache-wide hits are sums over the namespaces, added up when stats are read, so an L1 hit
+ * costs one increment.
+ */
+export interface NamespaceTally {
+  l1Hits: number
+  l1StaleHits: number
+  l2Hits: number
+  l2StaleHits: number
+  misses: number
+  sets: number
+}
+
+export function newTally(): NamespaceTally {
+  return { l1Hits: 0, l1StaleHits: 0, l2Hits: 0, l2StaleHits: 0, misses: 0, sets: 0 }
+}
+
+/** Misses per level: a read that L1 cannot answer is an L1 miss, whatever L2 then says. */
+export interface LevelMisses {
+  l1: number
+  l2: number
+}
+
+/** Level and cache-wide read figures, from the namespace tallies. */
+export function readFigures(
+  tallies: ReadonlyMap<string, NamespaceTally>,
+  levelMisses: LevelMisses,
+  misses: number,
+): { hits: number; staleHits: number; hitRate: number; levels: LevelStats[]; namespaces: NamespaceStats[] } {
+  const l1: ReadCounters = { hits: 0, staleHits: 0, misses: levelMisses.l1 }
+  const l2: ReadCounters = { hits: 0, staleHits: 0, misses: levelMisses.l2 }
+  const namespaces: NamespaceStats[] = []
+  for (const [namespace, t] of tallies) {
+    l1.hits += t.l1Hits
+    l1.staleHits += t.l1StaleHits
+    l2.hits += t.l2Hits
+    l2.staleHits += t.l2StaleHits
+    const ns = { hits: t.l1Hits + t.l2Hits, staleHits: t.l1StaleHits + t.l2StaleHits, misses: t.misses, sets: t.sets }
+    namespaces.push({ namespace, ...ns, hitRate: rate(ns) })
+  }
+  const total = { hits: l1.hits + l2.hits, staleHits: l1.staleHits + l2.staleHits, misses }
+  return {
+    ...total,
+    hitRate: rate(total),
+    levels: [
+      { level: 'l1', ...l1, hitRate: rate(l1) },
+      { level: 'l2', ...l2, hitRate: rate(l2) },
+    ],
+    namespaces,
+  }
+}
+
+export interface CacheCounters {
+  misses: number
   errors: number
   sets: number
   deletes: number
@@ -33,13 +87,9 @@ export interface CacheCounters extends ReadCounters {
 
 export function newCounters(): CacheCounters {
   return {
-    hits: 0, staleHits: 0, misses: 0, errors: 0, sets: 0, deletes: 0, dedupes: 0, loads: 0, loadErrors: 0,
+    misses: 0, errors: 0, sets: 0, deletes: 0, dedupes: 0, loads: 0, loadErrors: 0,
     loaderTimeouts: 0, refreshes: 0, refreshErrors: 0, oversized: 0, lockWaits: 0, lockTimeouts: 0,
   }
-}
-
-export function newReadCounters(): ReadCounters {
-  return { hits: 0, staleHits: 0, misses: 0 }
 }
 
 export interface LevelStats extends ReadCounters {
@@ -71,7 +121,7 @@ export interface WarmProgress {
   error: string | null
 }
 
-export interface CacheStats extends CacheCounters {
+export interface CacheStats extends CacheCounters, ReadCounters {
   backend: 'redis' | 'memory'
   hitRate: number
   /** Entries held in this process (L1). */

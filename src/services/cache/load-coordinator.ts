@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ServiceUnavailableError } from '../../lib/errors'
-import type { CacheCounters, NamespaceCounters } from './cache-stats'
+import type { CacheCounters, NamespaceTally } from './cache-stats'
 import { EntryTooLargeError, type EntryOrigin, type LoadSpec, type Loader, type WriteSpec } from './entry-spec'
 import type { LatencyHistogram } from './latency-histogram'
 import type { RedisLevel } from './redis-level'
@@ -12,7 +12,7 @@ export interface LoadTarget {
   /** The current versions of `tags`, for an entry about to be loaded; rejects when they cannot be read. */
   stampTags(tags: readonly string[]): Promise<TagStamp>
   /** Writes L1 and L2; throws EntryTooLargeError for a value over the maximum entry size. */
-  store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceCounters, origin: EntryOrigin): Promise<void>
+  store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceTally, origin: EntryOrigin): Promise<void>
   /** An L2 entry, fresh or within grace, with L1 filled from it; undefined on a miss or any failure. */
   readL2(lk: string, origin: EntryOrigin): Promise<{ value: unknown } | undefined>
 }
@@ -74,12 +74,12 @@ export class LoadCoordinator {
   }
 
   /** For a key missing from every level: under the cluster-wide lock when the spec asks for it and Redis is there. */
-  load(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+  load(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
     if (spec.lock && this.options.locks) return this.loadWithLock(this.options.locks, lk, loader, spec, ns)
     return this.loadAndStore(lk, loader, spec, ns)
   }
 
-  async loadAndStore(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters): Promise<unknown> {
+  async loadAndStore(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
     let stamp: TagStamp | undefined
     let cacheable = true
     if (spec.tags && spec.tags.length > 0) {
@@ -106,7 +106,7 @@ export class LoadCoordinator {
    * failing. `withinFlight`: the caller is the key's own single-flight read (a stale L2 entry found
    * on an L1 miss), so its in-flight entry is not a load that makes the refresh redundant.
    */
-  refresh(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceCounters, withinFlight = false): void {
+  refresh(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally, withinFlight = false): void {
     if (this.refreshing.has(lk) || (!withinFlight && this.inflight.has(lk))) return
     const backoff = this.backoff.get(lk)
     if (backoff !== undefined && Date.now() < backoff.until) return
@@ -130,7 +130,7 @@ export class LoadCoordinator {
     lk: string,
     loader: Loader,
     spec: LoadSpec,
-    ns: NamespaceCounters,
+    ns: NamespaceTally,
   ): Promise<unknown> {
     const lockKey = this.options.lockKey(lk)
     const token = randomUUID()
