@@ -2,15 +2,20 @@
  * The server side of bench/tracking.bench.ts, in a process of its own so that autocannon (in the
  * parent) and the servers do not share an event loop. It runs, on two ports:
  *   - the real app, built as the tests build it (PostgreSQL, Redis, rate limiting, metrics...);
- *   - a bare Fastify with the same two URL patterns answering the same GIF and the same kind of 302
- *     without reading the token, the baseline (the client sends both the very same requests).
+ *   - a bare Fastify with the same two URL patterns answering the very same bytes (status, headers,
+ *     GIF; a Location of the same length, conversion token included) without reading the request,
+ *     the baseline (the client sends both the very same requests). Only what the app does differs,
+ *     not what goes over the wire.
  * It reports its ports over IPC and answers `stats` requests with the tracking buffer's counters.
  */
 import Fastify from 'fastify'
 import { buildApp } from '../src/app'
 import { loadConfig } from '../src/config'
+import { GIF, PIXEL_HEADERS, REDIRECT_HEADERS } from '../src/http/tracking'
+import { withParam } from '../src/services/tracking/hit-recorder'
 
-const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64')
+/** Where the bench's click tokens lead, with a conversion token of the app's shape (recipient 5000, link 0, a click time). */
+const LOCATION = withParam('https://shop.example.com/sale?x=1&y=2', 'gw_click', `5000.0.1764000000.${'A'.repeat(43)}`)
 
 async function main(): Promise<void> {
   const config = loadConfig({
@@ -33,10 +38,10 @@ async function main(): Promise<void> {
 
   const bare = Fastify({ logger: false })
   bare.get('/t/o/:file', (_request, reply) => {
-    void reply.code(200).headers({ 'content-type': 'image/gif', 'cache-control': 'no-store' }).send(GIF)
+    void reply.code(200).headers(PIXEL_HEADERS).send(GIF)
   })
   bare.get('/t/c/*', (_request, reply) => {
-    void reply.code(302).header('location', 'https://shop.example.com/sale?x=1&y=2').send()
+    void reply.code(302).headers(REDIRECT_HEADERS).header('location', LOCATION).send()
   })
   const bareAddress = await bare.listen({ host: '127.0.0.1', port: 0 })
 

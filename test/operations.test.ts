@@ -20,6 +20,7 @@ describe('logging', () => {
     await t.app.inject({ method: 'GET', url: '/files/download?key=files%2Fx&exp=1&name=a&type=b&sig=SUPERSECRETSIG' })
     await t.app.inject({ method: 'GET', url: '/verify-email?token=SINGLEUSETOKEN' })
     const all = lines.join('\n')
+    expect(res.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
     expect(all).toContain(res.headers['x-request-id'] as string)
     expect(all).not.toContain(token)
     expect(all).not.toContain('SUPERSECRETSIG')

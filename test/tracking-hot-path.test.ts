@@ -11,6 +11,7 @@ function countingSigner(secret = 'hot-path-secret-hot-path-secret-0123'): UrlSig
   const counted = {
     checks: 0,
     sign: signer.sign,
+    signature: signer.signature,
     verify(query: Record<string, unknown>) {
       counted.checks++
       return signer.verify(query)

@@ -57,6 +57,8 @@ describe('GET /t/c/<token>: the click redirect', () => {
     expect(first.headers.location).toMatch(/^https:\/\/shop\.example\.com\/sale\?x=1&y=2&gw_click=\d+\.0\.\d+\.[\w-]{43}$/)
     expect(first.headers['referrer-policy']).toBe('no-referrer')
     expect(first.headers['cache-control']).toBe('no-store')
+    // Hot routes skip the x-request-id header that every other answer carries.
+    expect(first.headers['x-request-id']).toBeUndefined()
     // The fragment stays last.
     const second = await ctx.t.app.inject({ method: 'GET', url: pathOf(blog!), headers: { 'user-agent': HUMAN_UA } })
     expect(second.headers.location).toMatch(/^https:\/\/blog\.example\.com\/post\?gw_click=\d+\.1\.\d+\.[\w-]{43}#top$/)

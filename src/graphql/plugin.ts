@@ -139,36 +139,54 @@ function registerUploads(app: FastifyInstance, options: { maxFileSize: number; m
     done(null)
   })
 
-  app.addHook('preValidation', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (!request.isMultipart || request.routeOptions.url !== '/graphql') return
-    if (!PREFLIGHT_HEADERS.some((h) => typeof request.headers[h] === 'string' && request.headers[h] !== '')) {
-      request.raw.resume()
-      reply.header('connection', 'close')
-      return reply.code(400).send({
-        errors: [{ message: 'Multipart requests must send a non-empty `graphql-require-preflight` (or `apollo-require-preflight`) header', extensions: { code: 'CSRF_PREFLIGHT_REQUIRED' } }],
-      })
-    }
-    try {
-      const body = await processRequest(request.raw, reply.raw, options)
-      request.body = body
-      request.uploads = collectUploads(body)
-    } catch (err) {
-      const status = (err as { status?: number }).status ?? 400
-      reply.header('connection', 'close')
-      return reply.code(status >= 400 && status < 500 ? status : 400).send({
-        errors: [{ message: err instanceof Error ? err.message : 'Invalid multipart request', extensions: { code: 'BAD_MULTIPART_REQUEST' } }],
-      })
-    }
+  // Callback hooks with a synchronous way out: these run on every route of the app (the tracking
+  // pixel included), and an async hook would cost each request a promise.
+  app.addHook('preValidation', (request, reply, done) => {
+    if (!request.isMultipart || request.routeOptions.url !== '/graphql') return done()
+    readMultipart(request, reply, options).then(
+      // A refused body has its answer already: the request ends here.
+      (accepted) => {
+        if (accepted) done()
+      },
+      done,
+    )
   })
 
-  app.addHook('onSend', async (request, reply) => {
-    if (!request.uploads) return
-    // A resolver that failed (or never ran) leaves file streams unread; busboy then stalls and a
-    // keep-alive follow-up request on the same socket hangs (mercurius#950). Drain them, and close
-    // the connection if the body is still arriving.
-    for (const upload of request.uploads) drain(upload)
-    if (!request.raw.readableEnded) reply.header('connection', 'close')
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (request.uploads) {
+      // A resolver that failed (or never ran) leaves file streams unread; busboy then stalls and a
+      // keep-alive follow-up request on the same socket hangs (mercurius#950). Drain them, and close
+      // the connection if the body is still arriving.
+      for (const upload of request.uploads) drain(upload)
+      if (!request.raw.readableEnded) reply.header('connection', 'close')
+    }
+    done(null, payload)
   })
+}
+
+/** Parses a multipart GraphQL request into its body and uploads; false when it was refused with an answer. */
+async function readMultipart(request: FastifyRequest, reply: FastifyReply, options: Parameters<typeof processRequest>[2]): Promise<boolean> {
+  if (!PREFLIGHT_HEADERS.some((h) => typeof request.headers[h] === 'string' && request.headers[h] !== '')) {
+    request.raw.resume()
+    reply.header('connection', 'close')
+    void reply.code(400).send({
+      errors: [{ message: 'Multipart requests must send a non-empty `graphql-require-preflight` (or `apollo-require-preflight`) header', extensions: { code: 'CSRF_PREFLIGHT_REQUIRED' } }],
+    })
+    return false
+  }
+  try {
+    const body = await processRequest(request.raw, reply.raw, options)
+    request.body = body
+    request.uploads = collectUploads(body)
+    return true
+  } catch (err) {
+    const status = (err as { status?: number }).status ?? 400
+    reply.header('connection', 'close')
+    void reply.code(status >= 400 && status < 500 ? status : 400).send({
+      errors: [{ message: err instanceof Error ? err.message : 'Invalid multipart request', extensions: { code: 'BAD_MULTIPART_REQUEST' } }],
+    })
+    return false
+  }
 }
 
 function collectUploads(value: unknown, found: Upload[] = []): Upload[] {

@@ -12,15 +12,15 @@ import { ValidationError } from '../lib/errors'
 import { escapeHtml } from '../lib/escape'
 
 /** The smallest transparent GIF. */
-const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64')
-const PIXEL_HEADERS = {
+export const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64')
+export const PIXEL_HEADERS = {
   'content-type': 'image/gif',
   'content-length': String(GIF.length),
   // Every open must reach us: no browser, proxy or CDN may answer from a cache. (HTTP/1.0's Pragma
   // and Expires are left out: every cache since HTTP/1.1 obeys Cache-Control, and each header costs every hit.)
   'cache-control': 'no-store, no-cache, must-revalidate, private',
 }
-const REDIRECT_HEADERS = {
+export const REDIRECT_HEADERS = {
   'cache-control': 'no-store',
   // The token is in our URL: the destination need not see it in Referer.
   'referrer-policy': 'no-referrer',
@@ -51,7 +51,12 @@ export async function trackingRoutes(app: FastifyInstance): Promise<void> {
   // Each endpoint's own per-IP limit (no x-ratelimit-* headers, only Retry-After on a 429), not the mutation limiter's.
   const limited = (endpoint: string) => ({ onRequest: app.trackingRateLimit(endpoint), config: { rateLimit: false as const } })
   // The hot paths: counted rather than timed in the metrics, and no log line per hit (a mail proxy sends thousands).
-  const hot = (endpoint: string) => ({ ...limited(endpoint), config: { rateLimit: false as const, metrics: 'count' as const }, logLevel: 'warn' as const })
+  // Nor an x-request-id header: a mail client never reads it, and every byte of the answer counts at this rate.
+  const hot = (endpoint: string) => ({
+    ...limited(endpoint),
+    config: { rateLimit: false as const, metrics: 'count' as const, requestIdHeader: false },
+    logLevel: 'warn' as const,
+  })
   // navigator.sendBeacon posts JSON as text/plain, which also spares the browser a preflight.
   app.addContentTypeParser('text/plain', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => {
     try {

@@ -18,6 +18,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** 'count': the route's requests are counted (http_requests_counted_total) instead of timed, for hot routes like the tracking pixel. */
     metrics?: 'count'
+    /** false: the answer carries no x-request-id header (src/app.ts). */
+    requestIdHeader?: boolean
   }
 }
 

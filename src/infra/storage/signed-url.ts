@@ -11,6 +11,8 @@ export type VerifyResult =
 
 export interface UrlSigner {
   sign(params: Record<string, string>, expiresAtEpochSeconds: number): URLSearchParams
+  /** The `sig` value that sign would add, alone (for tokens that carry their own parameters). */
+  signature(params: Record<string, string>, expiresAtEpochSeconds: number): string
   verify(query: Record<string, unknown>): VerifyResult
 }
 
@@ -26,18 +28,24 @@ export function createUrlSigner(secret: string): UrlSigner {
   const mac = (params: Record<string, string>, exp: string): Buffer =>
     createHmac('sha256', secret).update(canonical(params, exp)).digest()
 
+  const signature = (params: Record<string, string>, expiresAtEpochSeconds: number): string => {
+    if (!Number.isSafeInteger(expiresAtEpochSeconds) || expiresAtEpochSeconds < 0) {
+      throw new Error('expiresAtEpochSeconds must be a non-negative integer')
+    }
+    if (EXP in params || SIG in params) throw new Error(`"${EXP}" and "${SIG}" are reserved parameter names`)
+    return mac(params, String(expiresAtEpochSeconds)).toString('base64url')
+  }
+
   return {
     sign(params, expiresAtEpochSeconds) {
-      if (!Number.isSafeInteger(expiresAtEpochSeconds) || expiresAtEpochSeconds < 0) {
-        throw new Error('expiresAtEpochSeconds must be a non-negative integer')
-      }
-      if (EXP in params || SIG in params) throw new Error(`"${EXP}" and "${SIG}" are reserved parameter names`)
-      const exp = String(expiresAtEpochSeconds)
+      const sig = signature(params, expiresAtEpochSeconds)
       const query = new URLSearchParams(params)
-      query.set(EXP, exp)
-      query.set(SIG, mac(params, exp).toString('base64url'))
+      query.set(EXP, String(expiresAtEpochSeconds))
+      query.set(SIG, sig)
       return query
     },
+
+    signature,
 
     verify(query) {
       const params: Record<string, string> = {}

@@ -23,8 +23,7 @@ export function createUnsubscribeLinks(signer: UrlSigner, publicUrl: string): Un
   const base = publicUrl.replace(/\/+$/, '')
   return {
     token(recipientId, exp) {
-      const query = signer.sign({ purpose: PURPOSE, r: String(recipientId) }, exp)
-      return `${recipientId}.${exp}.${query.get('sig')}`
+      return `${recipientId}.${exp}.${signer.signature({ purpose: PURPOSE, r: String(recipientId) }, exp)}`
     },
     url(token) {
       return `${base}${UNSUBSCRIBE_PATH}${token}`

@@ -55,7 +55,7 @@ export interface TrackingTokensOptions {
 }
 
 export function createTrackingTokens(signer: UrlSigner, options: TrackingTokensOptions = {}): TrackingTokens {
-  const sig = (params: Record<string, string>, exp: number) => signer.sign(params, exp).get('sig')!
+  const sig = (params: Record<string, string>, exp: number) => signer.signature(params, exp)
   const opens = new VerifiedTokens<OpenToken>(options.remembered ?? REMEMBERED_TOKENS)
   const clicks = new VerifiedTokens<ClickToken>(options.remembered ?? REMEMBERED_TOKENS)
   return {
