@@ -34,6 +34,24 @@ export interface ReportInput {
 
 const DATA_MARK = 'bench-data'
 
+/**
+ * The seed's targets ("floors, not goals") and the figures that measure them, by bench and by the
+ * start of the figure's name. The summary shows each from whatever run last measured it.
+ */
+const SEED_TARGETS: { seed: string; bench: string; figure: string }[] = [
+  { seed: 'cache hit rate > 95%', bench: 'cache', figure: 'combined hit rate after warming' },
+  { seed: 'uploads < 100 ms/MB', bench: 'upload', figure: 'uploadFile 50 MB PDF → disk' },
+  { seed: 'uploads < 100 ms/MB', bench: 'upload', figure: 'uploadFile 50 MB PDF → S3' },
+  { seed: 'uploads < 100 ms/MB', bench: 'upload', figure: 'uploadFile 5.0 MB JPEG' },
+  { seed: 'uploads < 100 ms/MB', bench: 'files', figure: 'chunked upload 1.0 GiB in 8 MiB parts (4 in parallel) → S3' },
+  { seed: 'email delivery > 99%', bench: 'email', figure: 'hand-off rate' },
+  { seed: '1000+ concurrent uploads', bench: 'files', figure: '1000 concurrent small uploads (10 KB PDF): failures' },
+  { seed: '1000+ concurrent uploads', bench: 'files', figure: '1000 concurrent small uploads: peak RSS' },
+  { seed: '100k+ cached items', bench: 'scale', figure: 'L1 hit p50 over 100k items' },
+  { seed: '100k+ cached items', bench: 'scale', figure: 'L1 memory per item, 100k' },
+  { seed: '1M+ emails a day', bench: 'email', figure: 'projected time for 1M recipients' },
+]
+
 export function renderReport(input: ReportInput): string {
   const lines: string[] = [
     '# Benchmark results',
@@ -55,10 +73,45 @@ export function renderReport(input: ReportInput): string {
     lines.push('')
   }
   const records = [...input.records].sort((a, b) => a.file.localeCompare(b.file) || a.result.bench.localeCompare(b.result.bench))
+  lines.push(...renderSummary(records))
   for (const record of records) lines.push(...renderSection(record, input))
   // Machine-readable copies, so a later run of other benches can keep these sections.
   for (const record of records) lines.push(`<!-- ${DATA_MARK} ${JSON.stringify(record).replace(/--/g, '\\u002d\\u002d')} -->`)
   return `${lines.join('\n').trimEnd()}\n`
+}
+
+/** The seed's targets, then every figure with a target, counted, and each one not met listed. */
+function renderSummary(records: BenchRecord[]): string[] {
+  const find = (bench: string, prefix: string) => {
+    for (const r of records) {
+      if (r.result.bench !== bench) continue
+      const f = r.result.figures.find((x) => x.name.startsWith(prefix))
+      if (f) return f
+    }
+    return undefined
+  }
+  const lines = ['## Summary', '', '| seed target | bench | figure | value | target | met |', '|---|---|---|---:|---|:---:|']
+  for (const t of SEED_TARGETS) {
+    const f = find(t.bench, t.figure)
+    if (!f) lines.push(`| ${escapeCell(t.seed)} | ${t.bench} | ${escapeCell(t.figure)} | not measured | — | — |`)
+    else lines.push(`| ${[t.seed, t.bench, f.name, formatValue(f.value, f.unit), f.target ?? '—', metCell(f)].map(escapeCell).join(' | ')} |`)
+  }
+  const targeted = records.flatMap((r) => r.result.figures.filter((f) => f.met !== undefined).map((f) => ({ bench: r.result.bench, f })))
+  const missed = targeted.filter(({ f }) => f.met === false)
+  lines.push('', `Of ${targeted.length} figures with a target, ${targeted.length - missed.length} are met and ${missed.length} ${missed.length === 1 ? 'is' : 'are'} not.`)
+  if (missed.length > 0) {
+    lines.push('', 'Not met (bench/README.md says why):', '')
+    for (const { bench, f } of missed) {
+      const ratio = f.ratio === undefined ? '' : ` (${round(f.ratio, 3)}× ${f.baseline?.name ?? 'the baseline'})`
+      lines.push(`- **${bench}**, ${escapeCell(f.name)}: ${formatValue(f.value, f.unit)}${escapeCell(ratio)}; target ${escapeCell(f.target ?? '—')}`)
+    }
+  }
+  lines.push('')
+  return lines
+}
+
+function metCell(f: Figure): string {
+  return f.met === undefined ? '—' : f.met ? '✅ yes' : '❌ no'
 }
 
 function renderSection(record: BenchRecord, run: ReportInput): string[] {
@@ -91,7 +144,7 @@ function renderRow(f: Figure): string {
     f.baseline ? `${formatValue(f.baseline.value, f.baseline.unit)} (${f.baseline.name})` : '—',
     f.ratio === undefined ? '—' : `${round(f.ratio, 3)}×`,
     f.target ?? '—',
-    f.met === undefined ? '—' : f.met ? '✅ yes' : '❌ no',
+    metCell(f),
   ]
   return `| ${cells.map(escapeCell).join(' | ')} |`
 }
