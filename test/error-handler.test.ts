@@ -155,6 +155,7 @@ describe('registerErrorHandler', () => {
     expect(res.json()).toEqual({
       error: { message: 'Route GET /nope not found', code: 'NOT_FOUND', requestId: expect.any(String) },
     })
+    expect(res.headers['x-request-id']).toBe(res.json().error.requestId)
   })
 
   it('logs client errors at info level without a stack', async () => {

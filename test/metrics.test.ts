@@ -191,6 +191,8 @@ describe('GET /metrics: domain metrics', () => {
     expect(operations.has('other')).toBe(true)
     const routes = now.labelValues('http_request_duration_seconds_count', 'route')
     expect([...routes].some((r) => r.includes('/no/such'))).toBe(false)
+    // Requests that match no route are still timed, under one label.
+    expect(routes.has('unmatched')).toBe(true)
     expect(now.samples.filter((s) => s.name.startsWith('groundwork_')).length).toBe(last.samples.filter((s) => s.name.startsWith('groundwork_')).length)
   })
 })

@@ -1,9 +1,10 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { GraphQLError, type ExecutionResult, type ValidationRule } from 'graphql'
 import { processRequest, Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { databaseUnavailable } from '../lib/database-unavailable'
+import { hookList } from '../lib/route-hooks'
 import { isAppError, UnauthenticatedError } from '../lib/errors'
 import type { Viewer } from '../services/auth/jwt'
 import { planParts } from '../services/files/part-plan'
@@ -19,6 +20,7 @@ declare module 'fastify' {
   }
 }
 
+const GRAPHQL_PATH = '/graphql'
 const PREFLIGHT_HEADERS = ['graphql-require-preflight', 'apollo-require-preflight', 'x-apollo-operation-name']
 
 /** Mercurius with uploads, auth in the context, subscriptions, abuse limits and error masking. */
@@ -35,7 +37,7 @@ export const graphqlPlugin = fp(
 
     await app.register(mercurius, {
       schema,
-      path: '/graphql',
+      path: GRAPHQL_PATH,
       graphiql: gql.graphiql,
       jit: 1,
       queryDepth: gql.maxDepth,
@@ -139,10 +141,10 @@ function registerUploads(app: FastifyInstance, options: { maxFileSize: number; m
     done(null)
   })
 
-  // Callback hooks with a synchronous way out: these run on every route of the app (the tracking
-  // pixel included), and an async hook would cost each request a promise.
-  app.addHook('preValidation', (request, reply, done) => {
-    if (!request.isMultipart || request.routeOptions.url !== '/graphql') return done()
+  // On the GraphQL route only (mercurius adds it after this): the rest of the app (the tracking pixel
+  // among it) never pays for them. Callback hooks, so a request that is not multipart costs no promise.
+  const readBody: preValidationHookHandler = (request, reply, done) => {
+    if (!request.isMultipart) return done()
     readMultipart(request, reply, options).then(
       // A refused body has its answer already: the request ends here.
       (accepted) => {
@@ -150,9 +152,8 @@ function registerUploads(app: FastifyInstance, options: { maxFileSize: number; m
       },
       done,
     )
-  })
-
-  app.addHook('onSend', (request, reply, payload, done) => {
+  }
+  const drainUnread: onSendHookHandler = (request, reply, payload, done) => {
     if (request.uploads) {
       // A resolver that failed (or never ran) leaves file streams unread; busboy then stalls and a
       // keep-alive follow-up request on the same socket hangs (mercurius#950). Drain them, and close
@@ -161,6 +162,11 @@ function registerUploads(app: FastifyInstance, options: { maxFileSize: number; m
       if (!request.raw.readableEnded) reply.header('connection', 'close')
     }
     done(null, payload)
+  }
+  app.addHook('onRoute', (route) => {
+    if (route.url !== GRAPHQL_PATH) return
+    route.preValidation = [...hookList(route.preValidation), readBody]
+    route.onSend = [...hookList(route.onSend), drainUnread]
   })
 }
 

@@ -81,5 +81,6 @@ function codeFromStatus(status: number): string {
 
 function send(reply: FastifyReply, request: FastifyRequest, status: number, code: string, message: string) {
   const body: ErrorResponseBody = { error: { message, code, requestId: request.id } }
-  return reply.code(status).send(body)
+  // Set here too: the 404 handler is not a route, so the per-route hook that echoes it (src/app.ts) never runs there.
+  return reply.code(status).header('x-request-id', request.id).send(body)
 }
