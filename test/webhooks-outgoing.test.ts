@@ -9,6 +9,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sql, type SQL } from 'drizzle-orm'
+import { Webhook } from 'standardwebhooks'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { ConfigError, loadConfig } from '../src/config'
 import { createWebhookVerifier } from '../src/services/tracking/webhook-verifier'
@@ -316,22 +317,73 @@ describe('outgoing webhooks: events', () => {
     expect(await count()).toBe(before)
   })
 
-  it('signs with the new secret only after a rotation', async () => {
-    const { id, secret: old } = await endpointAt('/rotated')
-    const res = await ctx.t.gql<{ rotateWebhookEndpointSecret: { __typename: string; secret: string; endpoint: { id: string } } }>(
-      'mutation($id: ID!) { rotateWebhookEndpointSecret(id: $id) { __typename ... on RotateWebhookEndpointSecretSuccess { secret endpoint { id } } } }',
-      { id },
+  const rotate = (id: string, overlapHours?: number) =>
+    ctx.t.gql<{ rotateWebhookEndpointSecret: { __typename: string; secret?: string; message?: string; endpoint?: { id: string; previousSecretExpiresAt: string | null } } }>(
+      `mutation($id: ID!${overlapHours === undefined ? '' : ', $overlap: Int'}) { rotateWebhookEndpointSecret(id: $id${overlapHours === undefined ? '' : ', overlapHours: $overlap'}) {
+        __typename ... on RotateWebhookEndpointSecretSuccess { secret endpoint { id previousSecretExpiresAt } } ... on Error { message } } }`,
+      { id, overlap: overlapHours },
       ctx.admin,
     )
-    const rotated = res.data.rotateWebhookEndpointSecret
-    expect(rotated).toMatchObject({ __typename: 'RotateWebhookEndpointSecretSuccess', endpoint: { id } })
+
+  it('signs with the new secret only after a rotation with no overlap', async () => {
+    const { id, secret: old } = await endpointAt('/rotated')
+    const rotated = (await rotate(id, 0)).data.rotateWebhookEndpointSecret
+    expect(rotated).toMatchObject({ __typename: 'RotateWebhookEndpointSecretSuccess', endpoint: { id, previousSecretExpiresAt: null } })
     expect(rotated.secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/)
     expect(rotated.secret).not.toBe(old)
     await deliveredEvent('ow-rotated@example.com')
     await deliver()
     const [request] = receiver.at('/rotated')
-    expect(verify(rotated.secret, request!)).toMatchObject({ ok: true })
+    expect(String(request!.headers['webhook-signature']).split(' ')).toHaveLength(1)
+    expect(verify(rotated.secret!, request!)).toMatchObject({ ok: true })
     expect(verify(old, request!)).toMatchObject({ ok: false })
+  })
+
+  it('signs with both secrets during the overlap (24 hours by default), then with the new one only', async () => {
+    const { id, secret: first } = await endpointAt('/overlap')
+    const rotated = (await rotate(id)).data.rotateWebhookEndpointSecret
+    const expires = Date.parse(rotated.endpoint!.previousSecretExpiresAt!)
+    expect(expires - Date.now()).toBeGreaterThan(23.9 * 3600_000)
+    expect(expires - Date.now()).toBeLessThanOrEqual(24 * 3600_000)
+    await deliveredEvent('ow-overlap@example.com')
+    await deliver()
+    const [during] = receiver.at('/overlap')
+    expect(String(during!.headers['webhook-signature']).split(' ')).toHaveLength(2)
+    // A receiver holding either secret accepts it: Resend's (svix) verifier and the standardwebhooks package.
+    for (const secret of [first, rotated.secret!]) {
+      expect(verify(secret, during!)).toMatchObject({ ok: true })
+      expect(() => new Webhook(secret).verify(during!.body, during!.headers as Record<string, string>)).not.toThrow()
+    }
+
+    // A second rotation keeps only the secret it replaces: at most two sign.
+    const again = (await rotate(id, 1)).data.rotateWebhookEndpointSecret
+    await deliveredEvent('ow-overlap2@example.com')
+    await deliver()
+    const second = receiver.at('/overlap')[1]!
+    expect(verify(again.secret!, second)).toMatchObject({ ok: true })
+    expect(verify(rotated.secret!, second)).toMatchObject({ ok: true })
+    expect(verify(first, second)).toMatchObject({ ok: false })
+
+    // Once the overlap is over, the old secret no longer signs.
+    await db().execute(sql`update webhook_endpoints set previous_secret_expires_at = now() - interval '1 second' where id = ${id}`)
+    const endpoint = await ctx.t.gql<{ webhookEndpoint: { previousSecretExpiresAt: string | null } }>('query($id: ID!) { webhookEndpoint(id: $id) { previousSecretExpiresAt } }', { id }, ctx.admin)
+    expect(endpoint.data.webhookEndpoint.previousSecretExpiresAt).toBeNull()
+    await deliveredEvent('ow-overlap3@example.com')
+    await deliver()
+    const after = receiver.at('/overlap')[2]!
+    expect(String(after.headers['webhook-signature']).split(' ')).toHaveLength(1)
+    expect(verify(again.secret!, after)).toMatchObject({ ok: true })
+    expect(verify(rotated.secret!, after)).toMatchObject({ ok: false })
+  })
+
+  it('refuses an overlap outside 0-168 hours and an unknown endpoint', async () => {
+    const { id } = await endpointAt('/overlap-bad')
+    for (const hours of [-1, 169, 2_000_000_000]) {
+      const res = (await rotate(id, hours)).data.rotateWebhookEndpointSecret
+      expect(res).toMatchObject({ __typename: 'ValidationError', message: expect.stringContaining('between 0 and 168 hours') })
+    }
+    const missing = (await rotate('00000000-0000-4000-8000-000000000000', 0)).data.rotateWebhookEndpointSecret
+    expect(missing.__typename).toBe('NotFoundError')
   })
 
   it('clears the subscription cache of another instance when an endpoint is created', async () => {

@@ -73,6 +73,12 @@ const WebhookEndpointRef = builder.objectRef<EndpointShape>('WebhookEndpoint').i
     consecutiveFailures: t.exposeInt('consecutiveFailures', { description: 'Deliveries that failed for good (attempts exhausted) since the last success.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was created.' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime', description: 'When it last changed.' }),
+    previousSecretExpiresAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'Until when the secret replaced by the last rotation still signs deliveries beside the current one; null when none does.',
+      resolve: (e) => (e.previousSecretExpiresAt && e.previousSecretExpiresAt.getTime() > Date.now() ? e.previousSecretExpiresAt : null),
+    }),
     deliveries: t.field({
       type: WebhookDeliveryConnection,
       description: 'Its deliveries, newest first.',
@@ -169,12 +175,16 @@ builder.mutationFields((t) => ({
   }),
   rotateWebhookEndpointSecret: t.field({
     type: WebhookEndpointRef,
-    description: 'Replaces the signing secret at once: attempts from now on are signed with the new one only (admin).',
+    description:
+      'Replaces the signing secret. During the overlap every attempt is signed with both the new and the old secret (two signatures in webhook-signature), so the receiver can switch without rejecting a delivery; then the old one stops (admin).',
     authScopes: { admin: true },
-    errors: { types: [NotFoundError], dataField: { name: 'endpoint', description: 'The endpoint.' }, result: { fields: (r) => ({ secret: r.string({ description: SECRET_DESCRIPTION, resolve: (e) => e.secret! }) }) } },
-    args: { id: t.arg.id({ required: true, description: 'Endpoint id.' }) },
+    errors: { types: [ValidationError, NotFoundError], dataField: { name: 'endpoint', description: 'The endpoint.' }, result: { fields: (r) => ({ secret: r.string({ description: SECRET_DESCRIPTION, resolve: (e) => e.secret! }) }) } },
+    args: {
+      id: t.arg.id({ required: true, description: 'Endpoint id.' }),
+      overlapHours: t.arg.int({ required: false, defaultValue: 24, description: 'How long the old secret keeps signing, 0-168 hours (default 24, as Svix); 0 retires it at once.' }),
+    },
     resolve: async (_root, args, ctx) => {
-      const rotated = await ctx.services.webhooks.endpoints.rotateSecret(String(args.id))
+      const rotated = await ctx.services.webhooks.endpoints.rotateSecret(String(args.id), (args.overlapHours ?? 24) * 3600)
       return { ...rotated.endpoint, secret: rotated.secret }
     },
   }),

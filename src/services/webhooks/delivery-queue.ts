@@ -15,7 +15,8 @@ export interface ClaimedDelivery {
   /** This attempt's number, 1 for the first. */
   attempts: number
   url: string
-  secret: string
+  /** The current secret first, then the one being rotated out while it has not expired. */
+  secrets: string[]
   endpointEnabled: boolean
 }
 
@@ -47,7 +48,8 @@ export async function claimDeliveries(db: Database, limit: number, leaseMs: numb
       for update skip locked
     ) due, webhook_endpoints e
     where d.id = due.id and e.id = d.endpoint_id
-    returning d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret, e.enabled`)
+    returning d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret, e.enabled,
+      case when e.previous_secret_expires_at > now() then e.previous_secret end as previous_secret`)
   return result.rows.map((r) => ({
     id: Number(r.id),
     messageId: String(r.message_id),
@@ -56,7 +58,7 @@ export async function claimDeliveries(db: Database, limit: number, leaseMs: numb
     payload: (typeof r.payload === 'string' ? JSON.parse(r.payload) : r.payload) as Record<string, unknown>,
     attempts: Number(r.attempts),
     url: String(r.url),
-    secret: String(r.secret),
+    secrets: r.previous_secret == null ? [String(r.secret)] : [String(r.secret), String(r.previous_secret)],
     endpointEnabled: Boolean(r.enabled),
   }))
 }

@@ -139,7 +139,7 @@ export class DeliveryWorker {
       return
     }
     const body = JSON.stringify(row.payload)
-    const headers = signWebhook(row.secret, row.messageId, Math.floor(Date.now() / 1000), body)
+    const headers = signWebhook(row.secrets, row.messageId, Math.floor(Date.now() / 1000), body)
     const started = performance.now()
     const outcome = await postWebhook(row.url, body, { ...headers }, { timeoutMs: this.deps.timeoutMs, allowPrivate: this.deps.allowPrivate, signal: this.abort.signal }, this.agents)
     if (outcome.aborted) {

@@ -12,7 +12,7 @@ import { checkEndpointUrl, type UrlPolicy } from './endpoint-url'
 import { isWebhookEventType, WEBHOOK_EVENT_TYPES } from './webhook-event-types'
 import { generateWebhookSecret } from './webhook-signature'
 
-export type WebhookEndpointRow = Omit<typeof webhookEndpoints.$inferSelect, 'secret'>
+export type WebhookEndpointRow = Omit<typeof webhookEndpoints.$inferSelect, 'secret' | 'previousSecret'>
 export type WebhookDeliveryRow = typeof webhookDeliveries.$inferSelect
 export type WebhookDeliveryStatus = WebhookDeliveryRow['status']
 
@@ -49,8 +49,11 @@ export interface EndpointServiceDeps {
 const MAX_ENDPOINTS = 50
 const MAX_DESCRIPTION = 500
 
-/** Every column but the secret. */
-const { secret: _secret, ...visible } = getTableColumns(webhookEndpoints)
+/** How long a rotated-out secret may keep signing, at most (Svix keeps one for 24 hours, Stripe up to 7 days). */
+export const MAX_SECRET_OVERLAP_SECONDS = 7 * 24 * 3600
+
+/** Every column but the secrets. */
+const { secret: _secret, previousSecret: _previousSecret, ...visible } = getTableColumns(webhookEndpoints)
 
 export class WebhookEndpointService {
   constructor(private readonly deps: EndpointServiceDeps) {}
@@ -93,10 +96,27 @@ export class WebhookEndpointService {
     return row
   }
 
-  /** A new secret at once: deliveries sent from now on are signed with it, the old one stops verifying. */
-  async rotateSecret(id: string): Promise<EndpointWithSecret> {
+  /**
+   * A new secret. For `overlapSeconds` the old one keeps signing too (each attempt carries both
+   * signatures), so receivers can switch over without rejecting a delivery; 0 retires it at once.
+   * A rotation during an overlap replaces the older secret: at most two sign at any time.
+   */
+  async rotateSecret(id: string, overlapSeconds = 0): Promise<EndpointWithSecret> {
+    if (!Number.isInteger(overlapSeconds) || overlapSeconds < 0 || overlapSeconds > MAX_SECRET_OVERLAP_SECONDS) {
+      throw ValidationError.field(['overlapHours'], `The overlap must be between 0 and ${MAX_SECRET_OVERLAP_SECONDS / 3600} hours`)
+    }
     const secret = generateWebhookSecret()
-    const [row] = await this.deps.db.update(webhookEndpoints).set({ secret, updatedAt: sql`now()` }).where(this.byId(id)).returning(visible)
+    const keep = overlapSeconds > 0
+    const [row] = await this.deps.db
+      .update(webhookEndpoints)
+      .set({
+        secret,
+        previousSecret: keep ? sql`${webhookEndpoints.secret}` : null,
+        previousSecretExpiresAt: keep ? sql`now() + make_interval(secs => ${overlapSeconds})` : null,
+        updatedAt: sql`now()`,
+      })
+      .where(this.byId(id))
+      .returning(visible)
     if (!row) throw new NotFoundError('WebhookEndpoint', id)
     return { endpoint: row, secret }
   }

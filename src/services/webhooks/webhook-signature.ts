@@ -18,9 +18,16 @@ export interface SignedHeaders {
   'webhook-signature': string
 }
 
-/** The three headers for one attempt; `timestamp` in seconds since the epoch. */
-export function signWebhook(secret: string, messageId: string, timestamp: number, body: string): SignedHeaders {
-  const key = Buffer.from(secret.startsWith(PREFIX) ? secret.slice(PREFIX.length) : secret, 'base64')
-  const signature = createHmac('sha256', key).update(`${messageId}.${timestamp}.${body}`).digest('base64')
-  return { 'webhook-id': messageId, 'webhook-timestamp': String(timestamp), 'webhook-signature': `v1,${signature}` }
+/**
+ * The three headers for one attempt; `timestamp` in seconds since the epoch. With several secrets
+ * (the current one first, then one being rotated out), the signature header lists one signature per
+ * secret, space-separated, as the spec allows: a receiver that knows either secret verifies it.
+ */
+export function signWebhook(secrets: string | readonly string[], messageId: string, timestamp: number, body: string): SignedHeaders {
+  const content = `${messageId}.${timestamp}.${body}`
+  const signatures = (typeof secrets === 'string' ? [secrets] : secrets).map((secret) => {
+    const key = Buffer.from(secret.startsWith(PREFIX) ? secret.slice(PREFIX.length) : secret, 'base64')
+    return `v1,${createHmac('sha256', key).update(content).digest('base64')}`
+  })
+  return { 'webhook-id': messageId, 'webhook-timestamp': String(timestamp), 'webhook-signature': signatures.join(' ') }
 }

@@ -17,6 +17,9 @@ export const webhookEndpoints = pgTable('webhook_endpoints', {
   eventTypes: text('event_types').array().notNull().default(sql`'{}'::text[]`),
   /** `whsec_` + base64 of 32 random bytes; shown once on creation and rotation. */
   secret: text('secret').notNull(),
+  /** The secret before the last rotation, still signed with (beside the new one) until it expires, so receivers can switch over. */
+  previousSecret: text('previous_secret'),
+  previousSecretExpiresAt: ts('previous_secret_expires_at'),
   enabled: boolean('enabled').notNull().default(true),
   /** Why it was disabled automatically (too many consecutive failures), if it was. */
   disabledReason: text('disabled_reason'),
