@@ -25,6 +25,10 @@ export interface ClaimedDelivery {
  * endpoint, counting the rows it already has under a live lease (on any instance). Oldest first
  * otherwise; without the cap an endpoint that hangs until every timeout would hold every slot and
  * starve the others.
+ *
+ * Endpoint by endpoint (there are at most MAX_ENDPOINTS): its rows in flight are counted and its
+ * oldest due rows read up to what the cap leaves, from partial indexes, so a claim reads a bounded
+ * number of index entries whatever the backlog (a receiver down for a day leaves millions of rows).
  */
 export async function claimDeliveries(db: Database, limit: number, leaseMs: number, dueBy: Date, perEndpoint: number): Promise<ClaimedDelivery[]> {
   // The column keeps milliseconds, rounded: a row stored a moment ago may read up to half a millisecond ahead.
@@ -32,20 +36,27 @@ export async function claimDeliveries(db: Database, limit: number, leaseMs: numb
   const result = await db.execute<Record<string, unknown>>(sql`
     update webhook_deliveries d set locked_until = now() + make_interval(secs => ${leaseMs / 1000}::double precision), attempts = d.attempts + 1
     from (
-      select id from webhook_deliveries
-      where status = 'pending' and ${due} and (locked_until is null or locked_until < now())
-        and id in (
-          -- Per endpoint, the rows in flight first, then the due ones by age: a due row is eligible while its place is within the cap.
-          select id from (
-            select id, next_attempt_at, coalesce(locked_until >= now(), false) as sending,
-              row_number() over (partition by endpoint_id order by coalesce(locked_until >= now(), false) desc, next_attempt_at, id) as slot
-            from webhook_deliveries
-            where status = 'pending' and next_attempt_at < now() + interval '1 millisecond'
-          ) ranked
-          where not sending and slot <= ${perEndpoint} and ${due})
-      order by next_attempt_at
+      select d.id from (
+        select eligible.id from webhook_endpoints ep
+        cross join lateral (
+          select count(*)::int as n from webhook_deliveries
+          where endpoint_id = ep.id and status = 'pending' and locked_until is not null and locked_until >= now()
+        ) sending
+        cross join lateral (
+          select id, row_number() over (order by endpoint_id, next_attempt_at, id) as place from webhook_deliveries
+          where endpoint_id = ep.id and status = 'pending' and ${due} and (locked_until is null or locked_until < now())
+          -- In the endpoint's own index order, so the planner reads webhook_deliveries_endpoint_due_idx
+          -- rather than walking the global due index past another endpoint's backlog.
+          order by endpoint_id, next_attempt_at, id
+          limit ${perEndpoint}
+        ) eligible
+        where eligible.place <= ${perEndpoint} - sending.n
+      ) picked
+      join webhook_deliveries d on d.id = picked.id
+      where d.status = 'pending' and (d.locked_until is null or d.locked_until < now())
+      order by d.next_attempt_at
       limit ${limit}
-      for update skip locked
+      for update of d skip locked
     ) due, webhook_endpoints e
     where d.id = due.id and e.id = d.endpoint_id
     returning d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempts, e.url, e.secret, e.enabled,

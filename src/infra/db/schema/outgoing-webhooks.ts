@@ -54,6 +54,10 @@ export const webhookDeliveries = pgTable(
   (t) => [
     index('webhook_deliveries_due_idx').on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
     index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.id),
+    // The claim reads, per endpoint, its oldest due rows and its rows in flight: a few index entries
+    // each, however long a backlog a failing endpoint has piled up.
+    index('webhook_deliveries_endpoint_due_idx').on(t.endpointId, t.nextAttemptAt, t.id).where(sql`${t.status} = 'pending'`),
+    index('webhook_deliveries_in_flight_idx').on(t.endpointId).where(sql`${t.status} = 'pending' and ${t.lockedUntil} is not null`),
     index('webhook_deliveries_created_brin').using('brin', t.createdAt),
   ],
 )
