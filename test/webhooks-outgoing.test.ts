@@ -325,9 +325,9 @@ describe('outgoing webhooks: events', () => {
       ctx.admin,
     )
 
-  it('signs with the new secret only after a rotation with no overlap', async () => {
+  it('signs with the new secret only after a rotation with no overlap (the default)', async () => {
     const { id, secret: old } = await endpointAt('/rotated')
-    const rotated = (await rotate(id, 0)).data.rotateWebhookEndpointSecret
+    const rotated = (await rotate(id)).data.rotateWebhookEndpointSecret
     expect(rotated).toMatchObject({ __typename: 'RotateWebhookEndpointSecretSuccess', endpoint: { id, previousSecretExpiresAt: null } })
     expect(rotated.secret).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/)
     expect(rotated.secret).not.toBe(old)
@@ -339,9 +339,9 @@ describe('outgoing webhooks: events', () => {
     expect(verify(old, request!)).toMatchObject({ ok: false })
   })
 
-  it('signs with both secrets during the overlap (24 hours by default), then with the new one only', async () => {
+  it('signs with both secrets during the overlap, then with the new one only, and forgets the old one', async () => {
     const { id, secret: first } = await endpointAt('/overlap')
-    const rotated = (await rotate(id)).data.rotateWebhookEndpointSecret
+    const rotated = (await rotate(id, 24)).data.rotateWebhookEndpointSecret
     const expires = Date.parse(rotated.endpoint!.previousSecretExpiresAt!)
     expect(expires - Date.now()).toBeGreaterThan(23.9 * 3600_000)
     expect(expires - Date.now()).toBeLessThanOrEqual(24 * 3600_000)
@@ -374,6 +374,10 @@ describe('outgoing webhooks: events', () => {
     expect(String(after.headers['webhook-signature']).split(' ')).toHaveLength(1)
     expect(verify(again.secret!, after)).toMatchObject({ ok: true })
     expect(verify(rotated.secret!, after)).toMatchObject({ ok: false })
+    // The prune pass clears the expired secret from the row.
+    await ctx.t.app.services.webhooks.worker.prune()
+    const row = await db().execute<{ previous_secret: string | null }>(sql`select previous_secret from webhook_endpoints where id = ${id}`)
+    expect(row.rows[0]!.previous_secret).toBeNull()
   })
 
   it('refuses an overlap outside 0-168 hours and an unknown endpoint', async () => {

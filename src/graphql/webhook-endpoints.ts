@@ -181,10 +181,10 @@ builder.mutationFields((t) => ({
     errors: { types: [ValidationError, NotFoundError], dataField: { name: 'endpoint', description: 'The endpoint.' }, result: { fields: (r) => ({ secret: r.string({ description: SECRET_DESCRIPTION, resolve: (e) => e.secret! }) }) } },
     args: {
       id: t.arg.id({ required: true, description: 'Endpoint id.' }),
-      overlapHours: t.arg.int({ required: false, defaultValue: 24, description: 'How long the old secret keeps signing, 0-168 hours (default 24, as Svix); 0 retires it at once.' }),
+      overlapHours: t.arg.int({ required: false, defaultValue: 0, description: 'How long the old secret keeps signing beside the new one, 0-168 hours. 0 (the default, right after a leak) retires it at once; 24 gives receivers a day to switch, as Svix does.' }),
     },
     resolve: async (_root, args, ctx) => {
-      const rotated = await ctx.services.webhooks.endpoints.rotateSecret(String(args.id), (args.overlapHours ?? 24) * 3600)
+      const rotated = await ctx.services.webhooks.endpoints.rotateSecret(String(args.id), (args.overlapHours ?? 0) * 3600)
       return { ...rotated.endpoint, secret: rotated.secret }
     },
   }),

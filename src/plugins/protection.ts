@@ -37,6 +37,8 @@ export const protectionPlugin = fp(
           void reply
             .code(503)
             .header('retry-after', '5')
+            // Set here: an unmatched URL has no route, so the per-route hook that echoes it (src/app.ts) does not run.
+            .header('x-request-id', request.id)
             .send({ error: { message: `The server is overloaded (${type}), retry shortly`, code: 'OVERLOADED', requestId: request.id } })
         },
       })

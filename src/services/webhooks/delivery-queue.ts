@@ -32,7 +32,8 @@ export interface ClaimedDelivery {
  */
 export async function claimDeliveries(db: Database, limit: number, leaseMs: number, dueBy: Date, perEndpoint: number): Promise<ClaimedDelivery[]> {
   // The column keeps milliseconds, rounded: a row stored a moment ago may read up to half a millisecond ahead.
-  const due = sql`next_attempt_at < least(now(), ${dueBy.toISOString()}::timestamptz) + interval '1 millisecond'`
+  const dueAt = sql`least(now(), ${dueBy.toISOString()}::timestamptz) + interval '1 millisecond'`
+  const due = sql`next_attempt_at < ${dueAt}`
   const result = await db.execute<Record<string, unknown>>(sql`
     update webhook_deliveries d set locked_until = now() + make_interval(secs => ${leaseMs / 1000}::double precision), attempts = d.attempts + 1
     from (
@@ -53,7 +54,9 @@ export async function claimDeliveries(db: Database, limit: number, leaseMs: numb
         where eligible.place <= ${perEndpoint} - sending.n
       ) picked
       join webhook_deliveries d on d.id = picked.id
-      where d.status = 'pending' and (d.locked_until is null or d.locked_until < now())
+      -- Checked again on the locked row (only these conditions are re-evaluated when a row changed
+      -- since the snapshot): a retry scheduled meanwhile is not due, whatever the subquery read.
+      where d.status = 'pending' and (d.locked_until is null or d.locked_until < now()) and d.next_attempt_at < ${dueAt}
       order by d.next_attempt_at
       limit ${limit}
       for update of d skip locked

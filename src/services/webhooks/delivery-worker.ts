@@ -6,6 +6,7 @@
  * `disableAfterFailures` deliveries in a row failed for good, or at once on a 410 Gone (the receiver
  * is gone for good), as Svix does.
  */
+import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import {
   claimDeliveries,
@@ -68,12 +69,10 @@ export class DeliveryWorker {
       this.drain().catch((err: unknown) => this.deps.logger?.error({ err }, 'webhook delivery failed'))
     }, this.deps.pollMs ?? 1_000)
     this.timer.unref()
-    if (this.deps.retentionDays > 0) {
-      this.pruneTimer = setInterval(() => {
-        this.prune().catch((err: unknown) => this.deps.logger?.warn({ err }, 'pruning webhook deliveries failed'))
-      }, this.deps.pruneIntervalMs ?? 3_600_000)
-      this.pruneTimer.unref()
-    }
+    this.pruneTimer = setInterval(() => {
+      this.prune().catch((err: unknown) => this.deps.logger?.warn({ err }, 'pruning webhook deliveries failed'))
+    }, this.deps.pruneIntervalMs ?? 3_600_000)
+    this.pruneTimer.unref()
   }
 
   /**
@@ -103,6 +102,10 @@ export class DeliveryWorker {
 
   /** Deletes delivered and failed rows past retention, as of `now`. */
   async prune(now: Date = new Date()): Promise<number> {
+    // A rotated-out secret is not kept past its overlap.
+    await this.deps.db.execute(sql`
+      update webhook_endpoints set previous_secret = null, previous_secret_expires_at = null
+      where previous_secret_expires_at < ${now.toISOString()}::timestamptz`)
     if (this.deps.retentionDays <= 0) return 0
     return pruneDeliveries(this.deps.db, new Date(now.getTime() - this.deps.retentionDays * 86_400_000))
   }
