@@ -52,6 +52,7 @@ export class DeliveryWorker {
   private draining: Promise<DrainResult> | null = null
   private timer: NodeJS.Timeout | null = null
   private pruneTimer: NodeJS.Timeout | null = null
+  private again = false
   private stopped = false
 
   /** Half the slots at most for one endpoint, so one that hangs leaves the rest to the others. */
@@ -92,9 +93,24 @@ export class DeliveryWorker {
   /**
    * Sends everything due when called and resolves when it is all done. Retries scheduled meanwhile
    * wait for the next drain (the next poll), so a drain always ends, however short the schedule.
+   * Called while a drain runs, it joins it and makes it pass once more: the running pass only sends
+   * what was due when it started, and the caller expects what is due now.
    */
   drain(): Promise<DrainResult> {
-    this.draining ??= this.run().finally(() => {
+    if (this.draining) {
+      this.again = true
+      return this.draining
+    }
+    this.draining = (async () => {
+      const total: DrainResult = { delivered: 0, failed: 0 }
+      do {
+        this.again = false
+        const pass = await this.run()
+        total.delivered += pass.delivered
+        total.failed += pass.failed
+      } while (this.again && !this.stopped)
+      return total
+    })().finally(() => {
       this.draining = null
     })
     return this.draining
