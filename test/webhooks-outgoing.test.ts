@@ -542,6 +542,22 @@ describe('outgoing webhooks: retries and faults', () => {
     expect(await deliveriesOf(id)).toMatchObject([{ status: 'PENDING', attempts: 1, lastStatusCode: null, lastError: 'No complete answer within 1000 ms' }])
   })
 
+  it('sends what fell due after a running drain started when drain() is called again during it', async () => {
+    receiver.answer('/join-slow', () => 'hang')
+    const slow = await endpointAt('/join-slow')
+    const quick = await endpointAt('/join-quick')
+    await queue(slow.id, 1)
+    // A drain is under way (a poll's, say), its request hanging until the timeout.
+    const running = deliver()
+    await vi.waitFor(() => expect(receiver.at('/join-slow')).toHaveLength(1), { timeout: 2_000, interval: 10 })
+    // A row due only now: the running pass started before it.
+    await queue(quick.id, 1)
+    const joined = deliver()
+    expect(joined).toBe(running)
+    expect(await joined).toEqual({ delivered: 1, failed: 0 })
+    expect(receiver.at('/join-quick')).toHaveLength(1)
+  })
+
   it('stops mid-request on shutdown and gives the row back uncounted', async () => {
     receiver.answer('/slow', () => 'hang')
     const { id } = await endpointAt('/slow')
