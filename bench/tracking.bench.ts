@@ -18,7 +18,6 @@
  */
 import { fork } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { sql } from 'drizzle-orm'
@@ -28,6 +27,7 @@ import { createUrlSigner } from '../src/infra/storage/signed-url'
 import { EmailAnalytics } from '../src/services/tracking/email-analytics'
 import { createTrackingTokens } from '../src/services/tracking/tracking-tokens'
 import { createTestDatabase, TEST_REDIS_URL, uniqueRedisPrefix } from '../test/helpers/services'
+import { load as loadWith, type AutocannonResult } from './lib/load'
 import { reportResult, versus, type Figure } from './lib/result'
 import { median, round } from './lib/stats'
 import { nowMs, sleep } from './lib/timing'
@@ -46,19 +46,6 @@ const QUERY_RUNS = 15
 const SIGNING_SECRET = 'bench-signing-bench-signing-bench-signing'
 const WEBHOOK_SECRET = `whsec_${Buffer.from('groundwork-tracking-bench-webhook-key').toString('base64')}`
 const HUMAN_UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0'
-
-interface AutocannonResult {
-  duration: number
-  errors: number
-  timeouts: number
-  non2xx: number
-  '2xx': number
-  '3xx': number
-  latency: { p50: number; p99: number }
-}
-type Autocannon = (options: Record<string, unknown>) => Promise<AutocannonResult>
-// No type declarations ship with autocannon: typed here for the one call this bench makes.
-const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
 
 const log = (msg: string) => process.stderr.write(`[bench] ${msg}\n`)
 
@@ -161,17 +148,15 @@ async function startServer(databaseUrl: string, work: string): Promise<Server> {
 }
 
 async function load(url: string, paths: string[], seconds: number): Promise<{ rps: number; result: AutocannonResult }> {
-  const result = await autocannon({
+  const { rps, failed, result } = await loadWith({
     url,
     connections: CONNECTIONS,
-    duration: seconds,
+    seconds,
     headers: { 'user-agent': HUMAN_UA },
     requests: paths.map((p) => ({ method: 'GET', path: p })),
   })
-  const ok = result['2xx'] + result['3xx']
-  const failed = result.errors + result.non2xx - result['3xx']
   if (failed > 0) log(`  ${url}: ${result.errors} errors, ${result.non2xx - result['3xx']} answers neither 2xx nor 3xx`)
-  return { rps: ok / result.duration, result }
+  return { rps, result }
 }
 
 async function httpFigures(server: Server, recipientIds: number[]): Promise<Figure[]> {

@@ -9,6 +9,7 @@ import { eq, sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import { campaigns, emailTemplateVersions } from '../../infra/db/schema/campaigns'
 import { MailProviderError, type MailMessage, type MailTransport } from '../../infra/mail/types'
+import { BoundedMap } from '../../lib/bounded-map'
 import { DEFAULT_LEASE_MS, retryDelayMs, type EmailLogger } from '../email/email-service'
 import {
   deferBatch,
@@ -60,7 +61,7 @@ export class CampaignDispatcher {
   private readonly concurrency: number
   private readonly leaseMs: number
   private readonly maxFailures: number
-  private readonly templates = new Map<string, CompiledTemplate>()
+  private readonly templates = new BoundedMap<string, CompiledTemplate>(TEMPLATE_CACHE_SIZE)
   private running = false
   private abort = new AbortController()
   private lanes: Promise<void>[] = []
@@ -315,7 +316,6 @@ export class CampaignDispatcher {
     const [version] = await this.deps.db.select().from(emailTemplateVersions).where(eq(emailTemplateVersions.id, versionId))
     if (!version) throw new Error(`Template version ${versionId} is missing`)
     const compiled = compileTemplate(version)
-    if (this.templates.size >= TEMPLATE_CACHE_SIZE) this.templates.delete(this.templates.keys().next().value!)
     this.templates.set(versionId, compiled)
     return compiled
   }

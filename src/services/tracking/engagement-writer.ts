@@ -14,6 +14,7 @@
  */
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
+import { BoundedMap } from '../../lib/bounded-map'
 import { Flag, markFirst, type FirstTimes } from './engagement-flags'
 import { EventType, type EventTypeCode } from './event-types'
 import { hasBit, withBit } from './link-bitmap'
@@ -67,17 +68,6 @@ const NO_LINKS: ClickedLinks = { any: null, human: null }
 /** Links past MAX_TRACKED_LINKS are never rendered; their clicks are counted, their uniques are not (the bitmaps stay bounded). */
 function hasUniqueClicks(index: number | null | undefined): index is number {
   return index != null && Number.isInteger(index) && index >= 0 && index < MAX_TRACKED_LINKS
-}
-
-/** A Map that forgets its oldest entries past `max`. */
-class BoundedMap<K, V> extends Map<K, V> {
-  constructor(private readonly max: number) {
-    super()
-  }
-  override set(key: K, value: V): this {
-    if (!this.has(key) && this.size >= this.max) this.delete(this.keys().next().value as K)
-    return super.set(key, value)
-  }
 }
 
 export class EngagementWriter {

@@ -10,6 +10,7 @@
  */
 import type { UrlSigner } from '../../infra/storage/signed-url'
 import { safeUrl } from '../../lib/escape'
+import { BoundedMap } from '../../lib/bounded-map'
 
 const OPEN = 'tracking-open'
 const CLICK = 'tracking-click'
@@ -104,9 +105,11 @@ const EXPIRED: TokenFailure = { ok: false, reason: 'expired' }
 
 /** What a token verified to, by its exact text, with its expiry (see REMEMBERED_TOKENS). */
 class VerifiedTokens<T> {
-  private readonly known = new Map<string, { exp: number; verified: T }>()
+  private readonly known: BoundedMap<string, { exp: number; verified: T }>
 
-  constructor(private readonly max: number) {}
+  constructor(private readonly max: number) {
+    this.known = new BoundedMap(max)
+  }
 
   /** The remembered verdict (expired once past its expiry, as the signer would say), or undefined. */
   recall(token: string): T | TokenFailure | undefined {
@@ -116,10 +119,7 @@ class VerifiedTokens<T> {
   }
 
   remember(token: string, exp: number, verified: T): T {
-    if (this.max > 0 && token.length <= MAX_REMEMBERED_TOKEN_LENGTH) {
-      if (this.known.size >= this.max) this.known.delete(this.known.keys().next().value!)
-      this.known.set(token, { exp, verified })
-    }
+    if (this.max > 0 && token.length <= MAX_REMEMBERED_TOKEN_LENGTH) this.known.set(token, { exp, verified })
     return verified
   }
 }
