@@ -5,6 +5,7 @@
  */
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
+import { TtlMemo } from './ttl-memo'
 
 export interface QueueDepthSnapshot {
   /** Recipients of sending or paused campaigns not sent yet: the sum of the campaigns' `queued` counters. */
@@ -22,25 +23,17 @@ export interface QueueDepthSnapshot {
 const DEFAULT_TTL_MS = 5_000
 
 export class QueueDepths {
-  private cached: { at: number; value: QueueDepthSnapshot } | undefined
-  private inFlight: Promise<QueueDepthSnapshot> | undefined
+  private readonly memo: TtlMemo
 
   constructor(
     private readonly db: Database,
-    private readonly ttlMs = DEFAULT_TTL_MS,
-  ) {}
+    ttlMs = DEFAULT_TTL_MS,
+  ) {
+    this.memo = new TtlMemo(ttlMs)
+  }
 
   read(): Promise<QueueDepthSnapshot> {
-    if (this.cached && Date.now() - this.cached.at < this.ttlMs) return Promise.resolve(this.cached.value)
-    this.inFlight ??= this.query()
-      .then((value) => {
-        this.cached = { at: Date.now(), value }
-        return value
-      })
-      .finally(() => {
-        this.inFlight = undefined
-      })
-    return this.inFlight
+    return this.memo.get('depths', () => this.query())
   }
 
   private async query(): Promise<QueueDepthSnapshot> {
