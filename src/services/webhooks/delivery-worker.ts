@@ -6,7 +6,6 @@
  * `disableAfterFailures` deliveries in a row failed for good, or at once on a 410 Gone (the receiver
  * is gone for good), as Svix does.
  */
-import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import {
   claimDeliveries,
@@ -21,6 +20,7 @@ import {
 import type { Instrumentation } from '../instrumentation'
 import { nextRetryDelay, type RetryPolicy } from './retry-schedule'
 import { createAgents, postWebhook, type PostResult } from './webhook-request'
+import { forgetExpiredSecrets } from './endpoint-service'
 import { signWebhook } from './webhook-signature'
 
 export interface DeliveryWorkerDeps {
@@ -118,10 +118,7 @@ export class DeliveryWorker {
 
   /** Deletes delivered and failed rows past retention, as of `now`. */
   async prune(now: Date = new Date()): Promise<number> {
-    // A rotated-out secret is not kept past its overlap.
-    await this.deps.db.execute(sql`
-      update webhook_endpoints set previous_secret = null, previous_secret_expires_at = null
-      where previous_secret_expires_at < ${now.toISOString()}::timestamptz`)
+    await forgetExpiredSecrets(this.deps.db, now)
     if (this.deps.retentionDays <= 0) return 0
     return pruneDeliveries(this.deps.db, new Date(now.getTime() - this.deps.retentionDays * 86_400_000))
   }

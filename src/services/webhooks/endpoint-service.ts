@@ -55,6 +55,13 @@ export const MAX_SECRET_OVERLAP_SECONDS = 7 * 24 * 3600
 /** Every column but the secrets. */
 const { secret: _secret, previousSecret: _previousSecret, ...visible } = getTableColumns(webhookEndpoints)
 
+/** Erases the secrets rotated out whose overlap ended before `now`: one is not kept past its use. */
+export async function forgetExpiredSecrets(db: Database, now: Date): Promise<void> {
+  await db.execute(sql`
+    update webhook_endpoints set previous_secret = null, previous_secret_expires_at = null
+    where previous_secret_expires_at < ${now.toISOString()}::timestamptz`)
+}
+
 export class WebhookEndpointService {
   constructor(private readonly deps: EndpointServiceDeps) {}
 
