@@ -7,7 +7,7 @@
  * - POST /t/conv: a conversion, with the click token the redirect handed to the landing page.
  * Each is rate limited per IP (TRACKING_RATE_LIMIT_MAX), well above what a mail proxy sends.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ValidationError } from '../lib/errors'
 import { escapeHtml } from '../lib/escape'
 
@@ -49,14 +49,10 @@ interface ConversionBody {
 export async function trackingRoutes(app: FastifyInstance): Promise<void> {
   const { recorder, conversions } = app.services.tracking
   // Each endpoint's own per-IP limit (no x-ratelimit-* headers, only Retry-After on a 429), not the mutation limiter's.
-  const limited = (endpoint: string) => ({ onRequest: app.trackingRateLimit(endpoint), config: { rateLimit: false as const } })
+  const limited = (endpoint: string, config: FastifyContextConfig = {}) => ({ onRequest: app.trackingRateLimit(endpoint), config: { ...config, rateLimit: false as const } })
   // The hot paths: counted rather than timed in the metrics, and no log line per hit (a mail proxy sends thousands).
   // Nor an x-request-id header: a mail client never reads it, and every byte of the answer counts at this rate.
-  const hot = (endpoint: string) => ({
-    ...limited(endpoint),
-    config: { rateLimit: false as const, metrics: 'count' as const, requestIdHeader: false },
-    logLevel: 'warn' as const,
-  })
+  const hot = (endpoint: string) => ({ ...limited(endpoint, { metrics: 'count', requestIdHeader: false }), logLevel: 'warn' as const })
   // navigator.sendBeacon posts JSON as text/plain, which also spares the browser a preflight.
   app.addContentTypeParser('text/plain', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => {
     try {
