@@ -79,7 +79,8 @@ export const redisPlugin = fp(
       app.log.info('Redis connection restored')
     })
     app.addHook('onClose', () => closeRedis(redis))
-    // Give Redis a moment to connect so the first requests use it; past that, boot anyway and degrade.
+    // Give Redis a moment to connect so the first requests use it; past that, or as soon as the first
+    // attempt fails (refused, timed out), boot anyway and degrade.
     const connected = await waitForReady(redis, REDIS_BOOT_WAIT_MS)
     if (!connected) app.log.warn('Redis is not reachable: serving from memory and the database until it is')
   },
@@ -94,11 +95,14 @@ function waitForReady(redis: Redis | Cluster, timeoutMs: number): Promise<boolea
     const done = (ok: boolean) => {
       clearTimeout(timer)
       redis.off('ready', onReady)
+      redis.off('error', onError)
       resolve(ok)
     }
     const onReady = () => done(true)
+    const onError = () => done(false)
     const timer = setTimeout(() => done(false), timeoutMs)
     redis.once('ready', onReady)
+    redis.once('error', onError)
   })
 }
 
