@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { CircuitBreaker } from '../src/services/cache/circuit-breaker'
-import { FrequencySketch, hashKey } from '../src/services/cache/frequency-sketch'
+import { FrequencySketch } from '../src/services/cache/frequency-sketch'
+import { hashKey } from '../src/lib/hash-key'
 import { LatencyHistogram } from '../src/services/cache/latency-histogram'
 import { estimateBytes } from '../src/services/cache/size-estimate'
 import { TinyLfuCache, type L1Meta } from '../src/services/cache/tiny-lfu-cache'

@@ -67,19 +67,6 @@ export class FrequencySketch {
   }
 }
 
-/** FNV-1a, then a final avalanche so the sketch rows see well-spread bits. */
-export function hashKey(key: string): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  return h | 0
-}
-
 function nextPowerOfTwo(n: number): number {
   let p = 1
   while (p < n) p *= 2

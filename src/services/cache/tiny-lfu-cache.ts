@@ -1,4 +1,5 @@
-import { FrequencySketch, hashKey } from './frequency-sketch'
+import { FrequencySketch } from './frequency-sketch'
+import { hashKey } from '../../lib/hash-key'
 
 /** Tag name -> the tag's version when the entry was written. */
 export type TagStamp = Record<string, number>
