@@ -14,6 +14,21 @@ export interface UrlSigner {
   /** The `sig` value that sign would add, alone (for tokens that carry their own parameters). */
   signature(params: Record<string, string>, expiresAtEpochSeconds: number): string
   verify(query: Record<string, unknown>): VerifyResult
+  /**
+   * The same signatures for one fixed set of parameters (`constants` with fixed values, `names` given
+   * per call, in order), with the canonical form laid out once: what a hot path (the tracking pixel and
+   * redirect) signs and checks on every request. A signature from either is valid for the other.
+   */
+  fixed(constants: Record<string, string>, names: readonly string[]): FixedSigner
+}
+
+export type FixedVerifyResult = { ok: true } | { ok: false; reason: 'invalid' | 'expired' }
+
+export interface FixedSigner {
+  /** `signature` of the constants plus `names[i]` = `values[i]`. */
+  signature(values: readonly string[], expiresAtEpochSeconds: number): string
+  /** Whether `sig` signs these values and `exp`, with the checks `verify` makes, in the same order. */
+  verify(values: readonly string[], exp: string, sig: string): FixedVerifyResult
 }
 
 const EXP = 'exp'
@@ -25,13 +40,13 @@ const SIG_BYTES = 32
 export function createUrlSigner(secret: string): UrlSigner {
   if (secret.length === 0) throw new Error('The URL signing secret must not be empty')
 
-  const mac = (params: Record<string, string>, exp: string): Buffer =>
-    createHmac('sha256', secret).update(canonical(params, exp)).digest()
+  // A Buffer key, so no call converts the secret again.
+  const key = Buffer.from(secret, 'utf8')
+  const hmac = (text: string): Buffer => createHmac('sha256', key).update(text).digest()
+  const mac = (params: Record<string, string>, exp: string): Buffer => hmac(canonical(params, exp))
 
   const signature = (params: Record<string, string>, expiresAtEpochSeconds: number): string => {
-    if (!Number.isSafeInteger(expiresAtEpochSeconds) || expiresAtEpochSeconds < 0) {
-      throw new Error('expiresAtEpochSeconds must be a non-negative integer')
-    }
+    checkExpiry(expiresAtEpochSeconds)
     if (EXP in params || SIG in params) throw new Error(`"${EXP}" and "${SIG}" are reserved parameter names`)
     return mac(params, String(expiresAtEpochSeconds)).toString('base64url')
   }
@@ -47,6 +62,17 @@ export function createUrlSigner(secret: string): UrlSigner {
 
     signature,
 
+    fixed(constants, names) {
+      const layout = fixedLayout(constants, names)
+      return {
+        signature(values, expiresAtEpochSeconds) {
+          checkExpiry(expiresAtEpochSeconds)
+          return hmac(layout(values, String(expiresAtEpochSeconds))).toString('base64url')
+        },
+        verify: (values, exp, sig) => check(sig, exp, () => hmac(layout(values, exp))),
+      }
+    },
+
     verify(query) {
       const params: Record<string, string> = {}
       let exp: string | undefined
@@ -58,22 +84,73 @@ export function createUrlSigner(secret: string): UrlSigner {
         else if (name === SIG) sig = value
         else params[name] = value
       }
-      if (exp === undefined || sig === undefined || !/^\d{1,15}$/.test(exp)) return { ok: false, reason: 'invalid' }
-      const given = Buffer.from(sig, 'base64url')
-      // Buffer.from drops invalid characters silently; the round trip makes the encoding strict.
-      if (given.length !== SIG_BYTES || given.toString('base64url') !== sig) return { ok: false, reason: 'invalid' }
-      if (!timingSafeEqual(given, mac(params, exp))) return { ok: false, reason: 'invalid' }
-      // Checked after the signature, so an attacker learns nothing from editing exp.
-      if (Number(exp) <= Math.floor(Date.now() / 1000)) return { ok: false, reason: 'expired' }
+      if (exp === undefined || sig === undefined) return { ok: false, reason: 'invalid' }
+      const checked = check(sig, exp, () => mac(params, exp))
+      if (!checked.ok) return checked
       return { ok: true, params }
     },
   }
+}
+
+function checkExpiry(expiresAtEpochSeconds: number): void {
+  if (!Number.isSafeInteger(expiresAtEpochSeconds) || expiresAtEpochSeconds < 0) {
+    throw new Error('expiresAtEpochSeconds must be a non-negative integer')
+  }
+}
+
+/** The checks of a signature, in an order that tells an attacker nothing: form, then signature, then expiry. */
+function check(sig: string, exp: string, expected: () => Buffer): FixedVerifyResult {
+  if (!/^\d{1,15}$/.test(exp)) return { ok: false, reason: 'invalid' }
+  const given = Buffer.from(sig, 'base64url')
+  // Buffer.from drops invalid characters silently; the round trip makes the encoding strict.
+  if (given.length !== SIG_BYTES || given.toString('base64url') !== sig) return { ok: false, reason: 'invalid' }
+  if (!timingSafeEqual(given, expected())) return { ok: false, reason: 'invalid' }
+  // Checked after the signature, so an attacker learns nothing from editing exp.
+  if (Number(exp) <= Math.floor(Date.now() / 1000)) return { ok: false, reason: 'expired' }
+  return { ok: true }
+}
+
+/**
+ * `canonical` for one set of names, laid out once: the constant text between the values is joined
+ * ahead of time, so a call only encodes its values (most need no encoding: digits, tokens).
+ */
+function fixedLayout(constants: Record<string, string>, names: readonly string[]): (values: readonly string[], exp: string) => string {
+  const all = [...Object.keys(constants), ...names]
+  if (new Set(all).size !== all.length) throw new Error('Each parameter is named once')
+  if (all.includes(EXP) || all.includes(SIG)) throw new Error(`"${EXP}" and "${SIG}" are reserved parameter names`)
+  // Constant text before each value (the first also after the exp line), and after the last.
+  const before: string[] = []
+  const slots: number[] = []
+  let text = ''
+  for (const [i, name] of all.sort().entries()) {
+    text += `${i > 0 ? '&' : ''}${encodeValue(name)}=`
+    const slot = names.indexOf(name)
+    if (slot < 0) {
+      text += encodeValue(constants[name]!)
+    } else {
+      before.push(text)
+      slots.push(slot)
+      text = ''
+    }
+  }
+  const after = text
+  return (values, exp) => {
+    if (values.length !== names.length) throw new Error(`Expected ${names.length} values`)
+    let out = `${VERSION}\n${exp}\n`
+    for (let i = 0; i < slots.length; i++) out += before[i]! + encodeValue(values[slots[i]!]!)
+    return out + after
+  }
+}
+
+/** encodeURIComponent, skipped for the text it would leave as it is (most values: digits, tokens): the one encoding of the canonical form. */
+function encodeValue(value: string): string {
+  return /^[A-Za-z0-9\-_.!~*'()]*$/.test(value) ? value : encodeURIComponent(value)
 }
 
 /** Sorted, percent-encoded and length-unambiguous: `a=b&c=d` can never be re-split into other params. */
 function canonical(params: Record<string, string>, exp: string): string {
   const pairs = Object.keys(params)
     .sort()
-    .map((name) => `${encodeURIComponent(name)}=${encodeURIComponent(params[name] ?? '')}`)
+    .map((name) => `${encodeValue(name)}=${encodeValue(params[name] ?? '')}`)
   return `${VERSION}\n${exp}\n${pairs.join('&')}`
 }
