@@ -40,6 +40,16 @@ describe('the tracking per-IP limiter', () => {
     expect(l.stats()).toMatchObject({ keys: 2, leases: 0, limited: 4, fallbacks: 0 })
   })
 
+  it('tracks at most maxKeys addresses under a flood of new ones, forgetting the oldest, and still limits a busy one', async () => {
+    const l = limiter({ max: 3, maxKeys: 1_000 })
+    expect(await admitted([l], 'busy', 2)).toBe(2)
+    for (let i = 0; i < 20_000; i++) expect(await l.take(`10.0.${i >> 8}.${i & 255}`)).toBe(0)
+    expect(l.stats().keys).toBe(1_000)
+    // The busy address was forgotten with the oldest: it starts a new window (without Redis, a fresh count).
+    expect(await admitted([l], 'busy', 5)).toBe(3)
+    expect(l.stats().keys).toBe(1_000)
+  })
+
   it('opens a new window once the last one ended', async () => {
     const l = limiter({ max: 2, windowMs: 200 })
     expect(await admitted([l], 'k', 3)).toBe(2)

@@ -22,6 +22,7 @@
  * for `redisRetryMs`.
  */
 import type { Cluster, Redis } from 'ioredis'
+import { BoundedMap } from '../../lib/bounded-map'
 
 /**
  * KEYS[1] the key's counter in its current window. ARGV[1] units wanted, ARGV[2] max, ARGV[3] window ms.
@@ -49,7 +50,7 @@ end
 return {granted, ttl, 0}
 `
 
-/** Keys tracked at once; past it the oldest is forgotten (with Redis that only costs a lease). */
+/** Keys tracked at once by default; past it the oldest is forgotten (with Redis that only costs a lease). */
 const MAX_KEYS = 100_000
 const FALLBACK_LOG_EVERY_MS = 60_000
 
@@ -63,6 +64,8 @@ export interface HitRateLimiterOptions {
   /** After a Redis failure, new windows are counted locally for this long before Redis is tried again. */
   redisRetryMs?: number
   logger?: { warn(obj: Record<string, unknown>, msg?: string): void }
+  /** Keys tracked at once (default 100,000); past it the oldest is forgotten, in O(1), however many addresses a flood uses. */
+  maxKeys?: number
 }
 
 export interface HitRateLimiterStats {
@@ -109,7 +112,8 @@ export function createHitRateLimiter(options: HitRateLimiterOptions): HitRateLim
   const chunk = Math.max(1, Math.min(options.chunk, Math.floor(max / 10)))
   const prefix = `${options.keyPrefix ?? ''}tracking-limit:`
   const redisRetryMs = options.redisRetryMs ?? 2_000
-  const entries = new Map<string, Entry>()
+  // Expired keys are swept on a timer; a flood of new addresses evicts the oldest, never a scan per request.
+  const entries = new BoundedMap<string, Entry>(options.maxKeys ?? MAX_KEYS)
   const counters = { leases: 0, limited: 0, fallbacks: 0 }
   let redisRetryAt = 0
   let lastFallbackLog = 0
@@ -170,8 +174,6 @@ export function createHitRateLimiter(options: HitRateLimiterOptions): HitRateLim
   const entryOf = (key: string, now: number): Entry => {
     let e = entries.get(key)
     if (e === undefined) {
-      if (entries.size >= MAX_KEYS) sweep(now)
-      if (entries.size >= MAX_KEYS) entries.delete(entries.keys().next().value!)
       e = new Entry()
       entries.set(key, e)
       startWindow(e, now)
