@@ -11,6 +11,7 @@
 import type { UrlSigner } from '../../infra/storage/signed-url'
 import { safeUrl } from '../../lib/escape'
 import { BoundedMap } from '../../lib/bounded-map'
+import { hashKey } from '../../lib/hash-key'
 
 const OPEN = 'tracking-open'
 const CLICK = 'tracking-click'
@@ -21,9 +22,9 @@ const CLICK_TOKEN = /^(\d{1,18})\.(\d{1,5})\.(\d{1,15})\.([A-Za-z0-9_-]{43})\.([
 const CONVERSION_TOKEN = /^(\d{1,18})\.(\d{1,5})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/
 
 /**
- * Genuine open and click tokens are remembered after their HMAC check, by their exact text, so a
- * repeated hit (a scanner re-checking a link, a proxy re-fetching a pixel, a replayed token) skips
- * it. Only tokens that verified are kept, so a forged or altered token always pays for its check,
+ * Genuine open and click tokens are remembered after their second HMAC check, by their exact text,
+ * so further hits (a scanner re-checking a link, a proxy re-fetching a pixel, a replayed token) skip
+ * it. A token seen only once, as most are, costs no entry (see Doorkeeper). Only tokens that verified are kept, so a forged or altered token always pays for its check,
  * and expiry is checked on every hit. First in, first out past the bound (a few seconds of a busy
  * instance's distinct tokens: bursts and floods, not a campaign's worth); longer tokens (clicks with
  * long destinations) are checked every time, which bounds the memory (about 5 MB at most).
@@ -56,56 +57,61 @@ export interface TrackingTokensOptions {
 }
 
 export function createTrackingTokens(signer: UrlSigner, options: TrackingTokensOptions = {}): TrackingTokens {
-  const sig = (params: Record<string, string>, exp: number) => signer.signature(params, exp)
+  // The same signatures as signer.signature({ purpose, r, ... }, exp), laid out once for these hot paths.
+  const open = signer.fixed({ purpose: OPEN }, ['r'])
+  const click = signer.fixed({ purpose: CLICK }, ['r', 'l', 'u'])
+  const conversion = signer.fixed({ purpose: CONVERSION }, ['r', 'l', 't'])
   const opens = new VerifiedTokens<OpenToken>(options.remembered ?? REMEMBERED_TOKENS)
   const clicks = new VerifiedTokens<ClickToken>(options.remembered ?? REMEMBERED_TOKENS)
   return {
     openToken(recipientId, exp) {
-      return `${recipientId}.${exp}.${sig({ purpose: OPEN, r: String(recipientId) }, exp)}`
+      return `${recipientId}.${exp}.${open.signature([String(recipientId)], exp)}`
     },
     clickToken(recipientId, linkIndex, url, exp) {
-      const signature = sig({ purpose: CLICK, r: String(recipientId), l: String(linkIndex), u: url }, exp)
+      const signature = click.signature([String(recipientId), String(linkIndex), url], exp)
       return `${recipientId}.${linkIndex}.${exp}.${signature}.${Buffer.from(url, 'utf8').toString('base64url')}`
     },
     conversionToken(recipientId, linkIndex, clickedAt) {
-      const signature = sig({ purpose: CONVERSION, r: String(recipientId), l: String(linkIndex), t: String(clickedAt) }, clickedAt + CONVERSION_TOKEN_TTL_SECONDS)
-      return `${recipientId}.${linkIndex}.${clickedAt}.${signature}`
+      const t = String(clickedAt)
+      return `${recipientId}.${linkIndex}.${t}.${conversion.signature([String(recipientId), String(linkIndex), t], clickedAt + CONVERSION_TOKEN_TTL_SECONDS)}`
     },
     verifyOpen(token) {
       const known = opens.recall(token)
       if (known) return known
       const m = OPEN_TOKEN.exec(token)
-      if (!m) return { ok: false, reason: 'invalid' }
-      const verified = signer.verify({ purpose: OPEN, r: m[1]!, exp: m[2]!, sig: m[3]! })
+      if (!m) return INVALID
+      const verified = open.verify([m[1]!], m[2]!, m[3]!)
       return verified.ok ? opens.remember(token, Number(m[2]), { ok: true, recipientId: Number(m[1]) }) : verified
     },
     verifyClick(token) {
       const known = clicks.recall(token)
       if (known) return known
       const m = CLICK_TOKEN.exec(token)
-      if (!m) return { ok: false, reason: 'invalid' }
+      if (!m) return INVALID
       const url = decodeUrl(m[5]!)
-      if (url === null) return { ok: false, reason: 'invalid' }
-      const verified = signer.verify({ purpose: CLICK, r: m[1]!, l: m[2]!, u: url, exp: m[3]!, sig: m[4]! })
+      if (url === null) return INVALID
+      const verified = click.verify([m[1]!, m[2]!, url], m[3]!, m[4]!)
       // Signed by us, so already a checked web URL; the scheme is checked again so a leaked key still cannot make a javascript: redirect.
-      if (verified.ok && !/^https?:\/\//i.test(url)) return { ok: false, reason: 'invalid' }
+      if (verified.ok && !/^https?:\/\//i.test(url)) return INVALID
       return verified.ok ? clicks.remember(token, Number(m[3]), { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), url }) : verified
     },
     verifyConversion(token) {
       const m = CONVERSION_TOKEN.exec(token)
-      if (!m) return { ok: false, reason: 'invalid' }
+      if (!m) return INVALID
       const clickedAt = Number(m[3])
-      const verified = signer.verify({ purpose: CONVERSION, r: m[1]!, l: m[2]!, t: m[3]!, exp: String(clickedAt + CONVERSION_TOKEN_TTL_SECONDS), sig: m[4]! })
+      const verified = conversion.verify([m[1]!, m[2]!, m[3]!], String(clickedAt + CONVERSION_TOKEN_TTL_SECONDS), m[4]!)
       return verified.ok ? { ok: true, recipientId: Number(m[1]), linkIndex: Number(m[2]), clickedAt } : verified
     },
   }
 }
 
+const INVALID: TokenFailure = { ok: false, reason: 'invalid' }
 const EXPIRED: TokenFailure = { ok: false, reason: 'expired' }
 
 /** What a token verified to, by its exact text, with its expiry (see REMEMBERED_TOKENS). */
 class VerifiedTokens<T> {
   private readonly known: BoundedMap<string, { exp: number; verified: T }>
+  private readonly doorkeeper = new Doorkeeper()
 
   constructor(private readonly max: number) {
     this.known = new BoundedMap(max)
@@ -118,9 +124,31 @@ class VerifiedTokens<T> {
     return entry.exp > Math.floor(Date.now() / 1000) ? entry.verified : EXPIRED
   }
 
+  /** Remembered on its second sight: a token seen once (most opens of a campaign) would only be inserted and evicted. */
   remember(token: string, exp: number, verified: T): T {
-    if (this.max > 0 && token.length <= MAX_REMEMBERED_TOKEN_LENGTH) this.known.set(token, { exp, verified })
+    if (this.max > 0 && token.length <= MAX_REMEMBERED_TOKEN_LENGTH && this.doorkeeper.seenBefore(token)) this.known.set(token, { exp, verified })
     return verified
+  }
+}
+
+/**
+ * Tokens verified recently, as 16-bit tags in a table of 65,536 slots indexed by a hash of the
+ * token (TinyLFU's doorkeeper): a token is remembered once it comes while its slot still holds its
+ * tag. A collision only gets a token remembered on its first sight, an overwritten slot only on a
+ * later one; neither changes a verdict, since a remembered token was verified.
+ */
+class Doorkeeper {
+  private readonly tags = new Uint16Array(1 << 16)
+
+  /** Whether the token was seen since its slot was last taken; marks it seen either way. */
+  seenBefore(token: string): boolean {
+    // The low half picks the slot, the high half is the tag.
+    const h = hashKey(token)
+    const slot = h & 0xffff
+    const tag = (h >>> 16) | 1
+    if (this.tags[slot] === tag) return true
+    this.tags[slot] = tag
+    return false
   }
 }
 
