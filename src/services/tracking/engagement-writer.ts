@@ -13,6 +13,7 @@
  * clicked (any, and human) beside the flags, read, locked and written by the same statements.
  */
 import { sql } from 'drizzle-orm'
+import { arrayLiteral } from '../../infra/db/array-literal'
 import type { Database } from '../../infra/db/client'
 import { BoundedMap } from '../../lib/bounded-map'
 import { Flag, markFirst, type FirstTimes } from './engagement-flags'
@@ -138,7 +139,7 @@ async function writeHitsIn(tx: Database, hits: Hit[], options: WriteOptions, mem
   const startFlags = new Map(flags)
   const startClicked = new Map(clicked)
 
-  const events = { campaign: [] as string[], recipient: [] as number[], at: [] as string[], dedupe: [] as (number | null)[], type: [] as number[], link: [] as (number | null)[], machine: [] as boolean[] }
+  const events = { campaign: [] as string[], recipient: [] as number[], at: [] as number[], dedupe: [] as (number | null)[], type: [] as number[], link: [] as (number | null)[], machine: [] as boolean[] }
   const tally = new RollupTally()
   const stats = new Map<string, { opens: number; clicks: number }>()
   const links = new Map<string, { campaignId: string; index: number; url: string; clicks: number; human: number; unique: number; humanUnique: number }>()
@@ -149,7 +150,7 @@ async function writeHitsIn(tx: Database, hits: Hit[], options: WriteOptions, mem
     const machine = machineOf.get(hit)!
     events.campaign.push(r.campaignId)
     events.recipient.push(hit.recipientId)
-    events.at.push(new Date(hit.at).toISOString())
+    events.at.push(hit.at)
     events.dedupe.push(hit.dedupeKey ?? null)
     events.type.push(hit.type)
     events.link.push(hit.linkIndex ?? null)
@@ -195,10 +196,13 @@ async function writeHitsIn(tx: Database, hits: Hit[], options: WriteOptions, mem
 
   // ON CONFLICT only when a row can conflict: it makes every insert speculative, which costs WAL.
   const deduped = events.dedupe.some((d) => d !== null)
+  // Array literals (array-literal.ts) and epoch milliseconds: a batch is thousands of values, which the driver would quote one by one.
   await tx.execute(sql`
     insert into email_events (campaign_id, recipient_id, occurred_at, dedupe_key, type, link_index, machine)
-    select * from unnest(${sql.param(events.campaign)}::uuid[], ${sql.param(events.recipient)}::bigint[], ${sql.param(events.at)}::timestamptz[],
-      ${sql.param(events.dedupe)}::bigint[], ${sql.param(events.type)}::smallint[], ${sql.param(events.link)}::smallint[], ${sql.param(events.machine)}::boolean[])
+    select v.campaign_id, v.recipient_id, to_timestamp(v.at_ms / 1000.0), v.dedupe_key, v.type, v.link_index, v.machine
+    from unnest(${arrayLiteral(events.campaign)}::uuid[], ${arrayLiteral(events.recipient)}::bigint[], ${arrayLiteral(events.at)}::float8[],
+      ${arrayLiteral(events.dedupe)}::bigint[], ${arrayLiteral(events.type)}::smallint[], ${arrayLiteral(events.link)}::smallint[], ${arrayLiteral(events.machine)}::boolean[])
+      as v(campaign_id, recipient_id, at_ms, dedupe_key, type, link_index, machine)
     ${deduped ? sql`on conflict (dedupe_key) where dedupe_key is not null do nothing` : sql``}`)
 
   // Every changed row was locked by lockEngagement, so writing whole values back loses nobody's bits.

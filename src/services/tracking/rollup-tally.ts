@@ -23,13 +23,17 @@ interface Row {
   humanUniques: number
 }
 
+const DAY_MS = 86_400_000
+
 export class RollupTally {
   private readonly rows = new Map<string, Row>()
-  private readonly daily = new Map<string, { day: string; type: number; count: number }>()
+  /** Per UTC day number (days since the epoch) and type. */
+  private readonly daily = new Map<number, { day: number; type: number; count: number }>()
 
   add(campaignId: string, atMs: number, type: EventTypeCode, delta: RollupDelta): void {
     const bucket = minuteOf(atMs)
-    const key = `${campaignId}|${String(bucket).padStart(15, '0')}|${String(type).padStart(2, '0')}`
+    // Any unique key will do: rows are put in key order when written (byKey).
+    const key = `${campaignId}|${bucket}|${type}`
     let row = this.rows.get(key)
     if (!row) this.rows.set(key, (row = { campaignId, bucket, type, count: 0, machine: 0, uniques: 0, humanUniques: 0 }))
     row.count += delta.count ?? 0
@@ -37,8 +41,9 @@ export class RollupTally {
     row.uniques += delta.uniques ?? 0
     row.humanUniques += delta.humanUniques ?? 0
     if (delta.count) {
-      const day = utcDayOf(atMs)
-      const dayKey = `${day}|${String(type).padStart(2, '0')}`
+      const day = Math.floor(atMs / DAY_MS)
+      // Type codes are below 100 (event-types.ts).
+      const dayKey = day * 100 + type
       const d = this.daily.get(dayKey)
       if (d) d.count += delta.count
       else this.daily.set(dayKey, { day, type, count: delta.count })
@@ -50,7 +55,7 @@ export class RollupTally {
   }
 
   async writeRollups(db: Database): Promise<void> {
-    const rows = [...this.rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r)
+    const rows = [...this.rows.values()].sort(byKey)
     if (rows.length === 0) return
     await db.execute(sql`
       insert into campaign_event_rollups (campaign_id, bucket, type, count, machine, uniques, human_uniques)
@@ -67,11 +72,17 @@ export class RollupTally {
 
   /** Last in a transaction: these few rows are shared by every campaign, so their locks are held shortest there. */
   async writeDaily(db: Database): Promise<void> {
-    const days = [...this.daily.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, d]) => d)
+    const days = [...this.daily.entries()].sort(([a], [b]) => a - b).map(([, d]) => d)
     if (days.length === 0) return
     await db.execute(sql`
       insert into email_daily_rollups (day, type, count)
-      select * from unnest(${sql.param(days.map((d) => d.day))}::date[], ${sql.param(days.map((d) => d.type))}::smallint[], ${sql.param(days.map((d) => d.count))}::bigint[])
+      select * from unnest(${sql.param(days.map((d) => utcDayOf(d.day * DAY_MS)))}::date[], ${sql.param(days.map((d) => d.type))}::smallint[], ${sql.param(days.map((d) => d.count))}::bigint[])
       on conflict (day, type) do update set count = email_daily_rollups.count + excluded.count`)
   }
+}
+
+/** Campaign, then minute, then type: the order every writer locks rollup rows in. */
+function byKey(a: Row, b: Row): number {
+  if (a.campaignId !== b.campaignId) return a.campaignId < b.campaignId ? -1 : 1
+  return a.bucket - b.bucket || a.type - b.type
 }
