@@ -15,6 +15,16 @@ describe('GraphQL authentication and roles', () => {
     expect(res.data).toEqual({ viewer: { id: 'alice', email: 'alice@example.com', roles: ['USER'] } })
   })
 
+  it('runs the operation each request names in a document with several, even once mercurius has compiled one', async () => {
+    const doc = 'query A { a: __typename } query B { b: __typename }'
+    const run = async (operationName: string) =>
+      (await t.app.inject({ method: 'POST', url: '/graphql', payload: { query: doc, operationName } })).json() as { data: Record<string, string> }
+    // Enough runs of A for mercurius to compile it (jit: 1), then B, then A again.
+    for (let i = 0; i < 3; i++) expect((await run('A')).data).toEqual({ a: 'Query' })
+    expect((await run('B')).data).toEqual({ b: 'Query' })
+    expect((await run('A')).data).toEqual({ a: 'Query' })
+  })
+
   it('answers viewer null without a token', async () => {
     const res = await t.gql('{ viewer { id } }')
     expect(res.data).toEqual({ viewer: null })

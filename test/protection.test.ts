@@ -68,6 +68,34 @@ describe.each([
     }
   })
 
+  it('counts any document holding a mutation, whichever operation it names; a query that only mentions the word is not counted', async () => {
+    const token = t.token('admin', 'two-operations')
+    // mercurius caches the compiled document by its text alone: once "Drop" was compiled, a request
+    // naming "Look" runs Drop too. So the document counts, whichever operation is named.
+    const doc = 'query Look { viewer { id } } mutation Drop { invalidateCache(input: { keys: ["a"] }) { __typename } }'
+    const statuses: number[] = []
+    for (const operationName of ['Drop', 'Drop', 'Look', 'Look']) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: doc, operationName } })
+      statuses.push(res.statusCode)
+    }
+    expect(statuses).toEqual([200, 200, 200, 429])
+    const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: '# no mutation here\nquery { viewer { id } }' } })
+    expect(res.statusCode).toBe(200)
+  })
+
+  it('refuses over GET a document holding a mutation, whichever operation it names, and answers GET queries', async () => {
+    const doc = 'query Look { __typename } mutation Drop { invalidateCache(input: { keys: ["a"] }) { __typename } }'
+    for (const operationName of ['Look', 'Drop']) {
+      const res = await t.app.inject({ method: 'GET', url: `/graphql?${new URLSearchParams({ query: doc, operationName })}` })
+      expect(res.statusCode).toBe(405)
+      expect(res.headers.allow).toBe('POST')
+      expect(res.json().errors[0].extensions.code).toBe('METHOD_NOT_ALLOWED')
+    }
+    const ok = await t.app.inject({ method: 'GET', url: `/graphql?${new URLSearchParams({ query: '{ __typename }' })}` })
+    expect(ok.statusCode).toBe(200)
+    expect(ok.json().data.__typename).toBe('Query')
+  })
+
   it('does not count uploadChunk, whose parts are bounded by their session', async () => {
     const token = t.token('user', 'chunker')
     const chunk = 'mutation($file: Upload!) { uploadChunk(sessionId: "00000000-0000-0000-0000-000000000000", partNumber: 1, chunk: $file) { __typename } }'

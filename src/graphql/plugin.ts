@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { GraphQLError, type ExecutionResult, type ValidationRule } from 'graphql'
+import { GraphQLError, Kind, type ExecutionResult, type ValidationRule } from 'graphql'
 import { processRequest, Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { databaseUnavailable } from '../lib/database-unavailable'
@@ -11,6 +11,7 @@ import { planParts } from '../services/files/part-plan'
 import type { GraphQLContext } from './context'
 import { operationLabel } from '../plugins/metrics'
 import { queryCostRule } from './complexity'
+import { operationKinds } from './operation-kinds'
 import { schema } from './schema'
 
 declare module 'fastify' {
@@ -31,6 +32,7 @@ export const graphqlPlugin = fp(
     // A chunk of a resumable upload may be larger than a whole small upload: the cap admits the largest part.
     const largestPart = planParts(app.config.files.sessionMaxBytes, app.config.files.partBytes).partSize
     registerUploads(app, { maxFileSize: Math.max(uploads.maxFileBytes, uploads.maxImageBytes, largestPart) + 1, maxFiles: uploads.maxFiles })
+    registerGetGuard(app)
 
     // A static rule list keeps mercurius's validated-query cache on.
     const validationRules: ValidationRule[] = [queryCostRule(gql.maxComplexity)]
@@ -61,10 +63,25 @@ export const graphqlPlugin = fp(
       },
       errorFormatter: (execution, ctx) => formatErrors(execution, ctx),
     })
+    runNamedOperation(app)
     observeOperations(app)
   },
   { name: 'graphql', dependencies: ['services', 'events'] },
 )
+
+/**
+ * mercurius caches a JIT-compiled document by its text alone, compiled for the operation that the
+ * compiling request named: a later request naming another operation of the same document would run
+ * the compiled one instead. A document with several operations is handed back as a copy, which
+ * mercurius neither compiles nor runs compiled, so graphql-js runs the operation each request names.
+ */
+function runNamedOperation(app: FastifyInstance) {
+  app.graphql.addHook('preExecution', async (_schema, document) => {
+    let operations = 0
+    for (const d of document.definitions) if (d.kind === Kind.OPERATION_DEFINITION) operations++
+    return operations > 1 ? { document: { ...document } } : undefined
+  })
+}
 
 const timing = Symbol('timing')
 type Timed = { [timing]?: { start: bigint; operation: string; type: string } }
@@ -167,6 +184,25 @@ function registerUploads(app: FastifyInstance, options: { maxFileSize: number; m
     if (route.url !== GRAPHQL_PATH) return
     route.preValidation = [...hookList(route.preValidation), readBody]
     route.onSend = [...hookList(route.onSend), drainUnread]
+  })
+}
+
+function registerGetGuard(app: FastifyInstance) {
+  app.addHook('onRoute', (route) => {
+    if (route.url === GRAPHQL_PATH && [route.method].flat().includes('GET')) route.preValidation = [...hookList(route.preValidation), refuseMutationOverGet]
+  })
+}
+
+/**
+ * A GET request may not carry a document holding a mutation, whichever operation it names: mercurius
+ * refuses a mutation over GET only when it is the operation named, which held only as long as the
+ * named operation is the one that runs (see runNamedOperation and operation-kinds.ts).
+ */
+const refuseMutationOverGet: preValidationHookHandler = (request, reply, done) => {
+  const query = (request.query as { query?: unknown } | undefined)?.query
+  if (typeof query !== 'string' || operationKinds(query)?.mutation !== true) return done()
+  void reply.code(405).header('allow', 'POST').send({
+    errors: [{ message: 'A document holding a mutation must be sent with POST', extensions: { code: 'METHOD_NOT_ALLOWED' } }],
   })
 }
 

@@ -3,7 +3,7 @@ import rateLimit from '@fastify/rate-limit'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { Kind, parse, type OperationDefinitionNode } from 'graphql'
+import { operationKinds } from '../graphql/operation-kinds'
 import { RateLimitedError } from '../lib/errors'
 import { createHitRateLimiter, type HitRateLimiter } from '../services/tracking/hit-rate-limiter'
 import { mirroredCounter } from './metrics'
@@ -14,8 +14,6 @@ declare module 'fastify' {
     trackingRateLimit(endpoint: string): onRequestHookHandler
   }
 }
-
-const MUTATION = /^\s*(?:#[^\n]*\n\s*)*mutation\b/m
 
 /**
  * Overload and abuse protection. Under pressure (event-loop lag past the limit) requests get a
@@ -100,25 +98,20 @@ function trackingLimitHook(limiter: HitRateLimiter, prefix: string, limit: strin
   }
 }
 
+/**
+ * Whether the request may run a mutation, and so counts against the limit: any document holding one
+ * (operation-kinds.ts says why operationName does not decide). Most requests are queries without the
+ * word `mutation` and are told apart without a parse (mercurius parses them anyway, once).
+ */
 function isMutation(request: FastifyRequest): boolean {
   if (request.method !== 'POST' || request.routeOptions.url !== '/graphql') return false
   const query = (request.body as { query?: unknown } | undefined)?.query
   if (typeof query !== 'string') return request.isMultipart === true
+  const kinds = operationKinds(query)
+  // Unparsable: GraphQL refuses it, and counting it costs an honest client nothing.
+  if (kinds === undefined) return true
   // A 10 GiB chunked upload is 1280 uploadChunk calls: parts are bounded by their session (owner,
   // part count, quota) instead, so a request made only of uploadChunk is not counted.
-  if (isOnlyUploadChunk(query)) return false
-  return request.isMultipart === true || MUTATION.test(query)
-}
-
-function isOnlyUploadChunk(query: string): boolean {
-  try {
-    const operations = parse(query).definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION)
-    return (
-      operations.length === 1 &&
-      operations[0]!.operation === 'mutation' &&
-      operations[0]!.selectionSet.selections.every((s) => s.kind === Kind.FIELD && s.name.value === 'uploadChunk')
-    )
-  } catch {
-    return false
-  }
+  if (kinds.onlyUploadChunk) return false
+  return kinds.mutation || request.isMultipart === true
 }
