@@ -48,6 +48,8 @@ async function main(): Promise<void> {
   process.on('message', (msg: { type: string }) => {
     if (msg.type === 'stats') {
       void app.services.tracking.flush().then(() => process.send!({ type: 'stats', stats: app.services.tracking.buffer.stats() }))
+    } else if (msg.type === 'cpu') {
+      process.send!({ type: 'cpu', cpu: process.cpuUsage() })
     } else if (msg.type === 'stop') {
       void Promise.all([app.close(), bare.close()]).then(() => process.exit(0))
     }
