@@ -11,7 +11,7 @@
 import Fastify from 'fastify'
 import { buildApp } from '../src/app'
 import { loadConfig } from '../src/config'
-import { GIF, PIXEL_HEADERS, REDIRECT_HEADERS } from '../src/http/tracking'
+import { GIF, PIXEL_HEADERS, REDIRECT_HEADERS, trackingRouteOptions } from '../src/http/tracking'
 import { withParam } from '../src/services/tracking/hit-recorder'
 
 /** Where the bench's click tokens lead, with a conversion token of the app's shape (recipient 5000, link 0, a click time). */
@@ -34,6 +34,24 @@ async function main(): Promise<void> {
     TRACKING_WEBHOOK_CONCURRENCY: process.env.BENCH_WEBHOOK_CONCURRENCY ?? '4',
   })
   const app = await buildApp(config, { logger: false })
+  // Breakdowns of the hot routes' cost, on the app with the pixel's and the redirect's own options:
+  // - floor: nothing but the answer (what the app's hooks, overload check, per-IP limit and metrics cost);
+  // - checked: the token checked (and, for a click, the conversion token minted), nothing recorded.
+  const { hot } = trackingRouteOptions(app)
+  const { tokens } = app.services.tracking
+  app.get('/bench/floor/t/o/:file', hot('open'), (_request, reply) => {
+    void reply.code(200).headers(PIXEL_HEADERS).send(GIF)
+  })
+  app.get<{ Params: { file: string } }>('/bench/checked/t/o/:file', hot('open'), (request, reply) => {
+    if (!tokens.verifyOpen(request.params.file.slice(0, -4)).ok) throw new Error('the bench sent a token the app does not take')
+    void reply.code(200).headers(PIXEL_HEADERS).send(GIF)
+  })
+  app.get<{ Params: { '*': string } }>('/bench/checked/t/c/*', hot('click'), (request, reply) => {
+    const click = tokens.verifyClick(request.params['*'])
+    if (!click.ok) throw new Error('the bench sent a token the app does not take')
+    const location = withParam(click.url, config.tracking.conversionParam, tokens.conversionToken(click.recipientId, click.linkIndex, Math.floor(Date.now() / 1000)))
+    void reply.code(302).headers(REDIRECT_HEADERS).header('location', location).send()
+  })
   const appAddress = await app.listen({ host: '127.0.0.1', port: 0 })
 
   const bare = Fastify({ logger: false })

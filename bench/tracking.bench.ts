@@ -177,6 +177,8 @@ async function load(url: string, paths: string[], seconds: number): Promise<{ rp
   return { rps, result }
 }
 
+const FLOOR_NOTE = 'the same URLs behind a /bench/floor or /bench/checked prefix, byte-identical answers'
+
 async function httpFigures(server: Server, recipientIds: number[]): Promise<Figure[]> {
   const tokens = createTrackingTokens(createUrlSigner(SIGNING_SECRET))
   const exp = Math.floor(Date.now() / 1000) + 86_400
@@ -195,9 +197,12 @@ async function httpFigures(server: Server, recipientIds: number[]): Promise<Figu
     { name: 'pixel', run: (seconds: number) => load(server.app, pixels, seconds) },
     { name: 'repeat pixel', run: (seconds: number) => load(server.app, repeatedPixels, seconds) },
     { name: 'forged pixel', run: (seconds: number) => load(server.app, forgedPixels, seconds) },
+    { name: 'floor pixel', run: (seconds: number) => load(server.app, pixels.map((p) => `/bench/floor${p}`), seconds) },
+    { name: 'checked pixel', run: (seconds: number) => load(server.app, pixels.map((p) => `/bench/checked${p}`), seconds) },
     { name: 'bare redirect', run: (seconds: number) => load(server.bare, clicks, seconds) },
     { name: 'redirect', run: (seconds: number) => load(server.app, clicks, seconds) },
     { name: 'repeat redirect', run: (seconds: number) => load(server.app, repeatedClicks, seconds) },
+    { name: 'checked redirect', run: (seconds: number) => load(server.app, clicks.map((p) => `/bench/checked${p}`), seconds) },
   ]
   // BENCH_CASES=<name,...>: only these cases, for profiling (BENCH_SERVER_ARGS, BENCH_PROFILE_DIR); no figures.
   const only = process.env.BENCH_CASES?.split(',')
@@ -261,15 +266,21 @@ async function httpFigures(server: Server, recipientIds: number[]): Promise<Figu
     target(fig('pixel', 'GET /t/o/<token>.gif (open pixel)', `${fresh}; HMAC check, per-IP limit (quota leased from Redis), hit buffered and stored; ${stats.written} hits stored in ${stats.batches} batches, ${stats.dropped} dropped`), bare, 'pixel', 'bare pixel'),
     versus(fig('repeat pixel', 'breakdown: the pixel with repeated tokens', `${repeat}; per-round ratios ${perRound('repeat pixel', 'bare pixel')}`), bare),
     versus(fig('forged pixel', 'breakdown: the pixel with forged tokens (rate limit and token check only)', `what the app costs before recording anything: global hooks, the per-IP limit, the HMAC check; per-round ratios ${perRound('forged pixel', 'bare pixel')}`), bare),
+    versus(fig('floor pixel', "breakdown: the pixel route's fixed cost (answer only)", `a bench route on the app with the pixel's options (global hooks, overload check, per-IP limit, metrics) answering the GIF without reading the token; ${FLOOR_NOTE}; per-round ratios ${perRound('floor pixel', 'bare pixel')}`), bare),
+    versus(fig('checked pixel', 'breakdown: the pixel route with its token check, nothing recorded', `the same bench route checking each fresh token (HMAC), recording nothing; ${FLOOR_NOTE}; per-round ratios ${perRound('checked pixel', 'bare pixel')}`), bare),
     bareRedirect,
     target(fig('redirect', 'GET /t/c/<token> (click redirect)', `${fresh}, carrying the URL; HMAC check, rate limit, click buffered and stored, conversion token minted`), bareRedirect, 'redirect', 'bare redirect'),
     versus(fig('repeat redirect', 'breakdown: the redirect with repeated tokens', `${repeat}; the conversion token is still minted; per-round ratios ${perRound('repeat redirect', 'bare redirect')}`), bareRedirect),
+    versus(fig('checked redirect', 'breakdown: the redirect route with its token check and conversion token, nothing recorded', `a bench route on the app with the redirect's options checking each fresh token (HMAC over the URL) and minting the conversion token (HMAC), recording nothing; ${FLOOR_NOTE}; per-round ratios ${perRound('checked redirect', 'bare redirect')}`), bareRedirect),
     bareCpu,
     versus(cpuFig('pixel', 'server CPU per request: open pixel'), bareCpu),
     versus(cpuFig('forged pixel', 'server CPU per request: pixel with forged tokens'), bareCpu),
+    versus(cpuFig('floor pixel', "server CPU per request: the pixel route's fixed cost"), bareCpu),
+    versus(cpuFig('checked pixel', 'server CPU per request: pixel route with its token check, nothing recorded'), bareCpu),
     bareRedirectCpu,
     versus(cpuFig('redirect', 'server CPU per request: click redirect'), bareRedirectCpu),
     versus(cpuFig('repeat redirect', 'server CPU per request: redirect with repeated tokens'), bareRedirectCpu),
+    versus(cpuFig('checked redirect', 'server CPU per request: redirect route with its checks, nothing recorded'), bareRedirectCpu),
   ]
 }
 

@@ -46,13 +46,19 @@ interface ConversionBody {
   currency?: unknown
 }
 
-export async function trackingRoutes(app: FastifyInstance): Promise<void> {
-  const { recorder, conversions } = app.services.tracking
+/** Route options of the tracking endpoints (exported for bench/tracking, which measures the hot routes' fixed cost). */
+export function trackingRouteOptions(app: FastifyInstance) {
   // Each endpoint's own per-IP limit (no x-ratelimit-* headers, only Retry-After on a 429), not the mutation limiter's.
   const limited = (endpoint: string, config: FastifyContextConfig = {}) => ({ onRequest: app.trackingRateLimit(endpoint), config: { ...config, rateLimit: false as const } })
   // The hot paths: counted rather than timed in the metrics, and no log line per hit (a mail proxy sends thousands).
   // Nor an x-request-id header: a mail client never reads it, and every byte of the answer counts at this rate.
   const hot = (endpoint: string) => ({ ...limited(endpoint, { metrics: 'count', requestIdHeader: false }), logLevel: 'warn' as const })
+  return { limited, hot }
+}
+
+export async function trackingRoutes(app: FastifyInstance): Promise<void> {
+  const { recorder, conversions } = app.services.tracking
+  const { limited, hot } = trackingRouteOptions(app)
   // navigator.sendBeacon posts JSON as text/plain, which also spares the browser a preflight.
   app.addContentTypeParser('text/plain', { parseAs: 'string', bodyLimit: 4096 }, (_req, body, done) => {
     try {
