@@ -70,7 +70,8 @@ describe('infrastructureStats.system across instances', () => {
     const stats = cacheA.stats()
     expect(after.memory.l1Items).toBe(stats.items)
     expect(after.memory.l1Bytes).toBe(stats.l1Bytes)
-    expect(after.memory.l1Items).toBeGreaterThanOrEqual(2)
+    // infra:hot at least: b's invalidation of infra:remote (its set) may reach a after a cached it, and drop it from a's L1.
+    expect(after.memory.l1Items).toBeGreaterThanOrEqual(1)
     expect(after.memory.redis!.usedBytes).toBeGreaterThan(0)
     expect(after.memory.redis!.keys).toBeGreaterThanOrEqual(2)
     expect(after.popularKeys).toEqual([{ key: 'infra:hot', frequency: expect.any(Number) }])
