@@ -233,3 +233,90 @@ describe('ordering', () => {
     expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 2, delivered: 1, bounced: 1, complained: 1 })
   })
 })
+
+describe('batches', () => {
+  type Feedback = { applyDeliveryEvents: (...args: unknown[]) => Promise<{ status: string }[]> }
+  const feedback = () => (ctx.t.app.services.tracking.webhooks.processor as unknown as { deps: { feedback: Feedback } }).deps.feedback
+
+  async function webhookStatuses(svixIds: string[]): Promise<string[]> {
+    const rows = await ctx.t.app.db.db.execute<{ svix_id: string; status: string }>(sql`select svix_id, status from webhook_events where svix_id = any(${sql.param(svixIds)}::text[])`)
+    const byId = new Map(rows.rows.map((r) => [r.svix_id, r.status]))
+    return svixIds.map((id) => byId.get(id)!)
+  }
+
+  it('applies a claim of delivered and failed events in one transaction, with the state, counters, raw events and retries of one by one', async () => {
+    const emails = Array.from({ length: 12 }, (_, i) => `batch${i}@example.com`)
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, emails)
+    const overtaken = recipients[11]!
+    // This one's send is not recorded yet: its event goes one by one, and waits.
+    await ctx.t.app.db.db.execute(sql`update campaign_recipients set status = 'sending', provider_id = null where id = ${overtaken.id}`)
+    // Held back while the events arrive (the route kicks a drain after each), so one drain claims them all.
+    const processor = ctx.t.app.services.tracking.webhooks.processor as unknown as { kick?: () => void }
+    processor.kick = () => {}
+    const svixIds: string[] = []
+    const post = async (type: string, r: SentRecipient | { providerId: string; email: string }, campaign: string | null, data: Record<string, unknown> = {}) => {
+      const res = await postWebhook(ctx.t, resendEvent(type, r, campaign, data))
+      expect(res.statusCode).toBe(200)
+      svixIds.push(res.svixId)
+    }
+    for (const r of recipients) await post('email.delivered', r, campaignId)
+    await post('email.failed', recipients[0]!, campaignId, { failed: { reason: 'reached_daily_quota' } })
+    await post('email.failed', recipients[1]!, campaignId, { failed: { reason: 'reached_daily_quota' } })
+    // The same event again under another svix id: no state change, still a raw event.
+    await post('email.delivered', recipients[2]!, campaignId)
+    // Mail that is no campaign's.
+    await post('email.delivered', { providerId: 'transactional-batch', email: 'someone@example.com' }, null)
+
+    const original = feedback().applyDeliveryEvents
+    // Batches applied (a batch that fails falls back to one by one, with the same end state).
+    const sizes: number[] = []
+    feedback().applyDeliveryEvents = async (...args: unknown[]) => {
+      const outcomes = await original(...args)
+      sizes.push((args[0] as unknown[]).length)
+      return outcomes
+    }
+    try {
+      await drain()
+    } finally {
+      feedback().applyDeliveryEvents = original
+      delete processor.kick
+    }
+    // Every event with a provider id; the overtaken and the transactional one were then tried one by one.
+    expect(sizes).toEqual([16])
+
+    expect(await recipientStatus(ctx.t, recipients[0]!.id)).toBe('failed')
+    expect(await recipientStatus(ctx.t, recipients[2]!.id)).toBe('delivered')
+    expect(await recipientStatus(ctx.t, overtaken.id)).toBe('sending')
+    // 12 accepted (the overtaken one's counters were left as sent), 2 of them failed after all.
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 10, delivered: 9, failed: 2, bounced: 0 })
+    expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(12)
+    expect(await countEvents(ctx.t, campaignId, EventType.failed)).toBe(2)
+    expect(await webhookStatuses(svixIds)).toEqual([...Array(11).fill('done'), 'pending', 'done', 'done', 'done', 'ignored'])
+    const reason = await ctx.t.app.db.db.execute<{ reason: string | null }>(sql`select reason from campaign_recipients where id = ${recipients[0]!.id}`)
+    expect(reason.rows[0]!.reason).toMatch(/reached_daily_quota/)
+
+    // Draining again applies nothing twice.
+    await drain()
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 10, delivered: 9, failed: 2 })
+    expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(12)
+  })
+
+  it('applies the rows one by one when a batch fails, and each once', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['fallback1@example.com', 'fallback2@example.com', 'fallback3@example.com'])
+    for (const r of recipients) await postWebhook(ctx.t, resendEvent('email.delivered', r, campaignId))
+    const original = feedback().applyDeliveryEvents
+    let calls = 0
+    feedback().applyDeliveryEvents = async () => {
+      calls++
+      throw new Error('connection reset')
+    }
+    try {
+      await drain()
+    } finally {
+      feedback().applyDeliveryEvents = original
+    }
+    expect(calls).toBe(1)
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 3, delivered: 3 })
+    expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(3)
+  })
+})

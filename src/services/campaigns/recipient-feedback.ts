@@ -39,6 +39,26 @@ const COUNTED_IN: Record<'sent' | 'delivered' | 'bounced' | 'complained' | 'fail
   suppressed: ['suppressed'],
 }
 
+type CountedIn = keyof typeof COUNTED_IN
+const COUNTERS = Object.keys(COUNTED_IN) as CountedIn[]
+const zeroCounters = (): Record<CountedIn, number> => ({ sent: 0, delivered: 0, bounced: 0, complained: 0, failed: 0, suppressed: 0 })
+
+/** Whether a recipient in `status` moves to `event`'s state: only up DELIVERY_ORDER, from a state in it. */
+function canMove(status: string, event: DeliveryEvent): boolean {
+  const from = (DELIVERY_ORDER as readonly string[]).indexOf(status)
+  return from >= 0 && from < DELIVERY_ORDER.indexOf(event)
+}
+
+/** The events applyDeliveryEvents takes: none of them suppresses an address or can pause a campaign. */
+export const BATCHED_EVENTS: ReadonlySet<DeliveryEvent> = new Set(['delivered', 'failed'])
+
+export interface BatchDeliveryItem {
+  providerId: string
+  event: DeliveryEvent
+  /** Kept as the recipient's reason (a failure's message). */
+  reason?: string | null
+}
+
 /** How an event finds its recipient: the provider id recorded at send time, or the tags the email carried. */
 export interface DeliveryTarget {
   providerId?: string | null
@@ -190,6 +210,67 @@ export class RecipientFeedbackService {
     await this.deps.stats.changedMany([outcome.campaignId!, ...touched])
     if (event === 'bounced' || event === 'complained') await this.checkAutoPause(outcome.campaignId!)
     return outcome
+  }
+
+  /**
+   * Many `delivered` and `failed` events at once, found by provider id, with the same monotonic rule
+   * and counters as applyDeliveryEvent, in one transaction: the recipients are locked in id order,
+   * then each campaign's counters are moved once. Each item's outcome is `unknown` when no recipient
+   * has its provider id (the caller tries the tags, one by one) and `pending` while the send is not
+   * recorded. Events that suppress an address (bounced, complained, suppressed) go one by one.
+   * `within` runs in the transaction with the outcomes, in item order.
+   */
+  async applyDeliveryEvents(items: readonly BatchDeliveryItem[], within: (tx: Database, outcomes: DeliveryOutcome[]) => Promise<void>): Promise<DeliveryOutcome[]> {
+    if (items.some((i) => !BATCHED_EVENTS.has(i.event))) throw new Error('Only delivered and failed events are applied in batches')
+    const outcomes = await this.deps.db.transaction(async (txn) => {
+      const tx = txn as unknown as Database
+      const providerIds = [...new Set(items.map((i) => i.providerId))]
+      const found = await tx.execute<{ id: string; campaign_id: string; provider_id: string; status: string }>(sql`
+        select id, campaign_id, provider_id, status::text as status from campaign_recipients
+        where provider_id = any(${sql.param(providerIds)}::text[])
+        order by id
+        for update`)
+      const byProvider = new Map<string, { id: number; campaignId: string; previous: string; status: string; reason: string | null; changed: boolean }>()
+      for (const row of found.rows) {
+        // Like applyDeliveryEvent's `limit 1`: a provider id belongs to one email.
+        if (!byProvider.has(row.provider_id)) byProvider.set(row.provider_id, { id: Number(row.id), campaignId: row.campaign_id, previous: row.status, status: row.status, reason: null, changed: false })
+      }
+      const deltas = new Map<string, Record<CountedIn, number>>()
+      const result = items.map((item): DeliveryOutcome => {
+        const r = byProvider.get(item.providerId)
+        if (!r) return { status: 'unknown' }
+        const found = { recipientId: r.id, campaignId: r.campaignId, previous: r.status }
+        if (r.previous === 'queued' || r.previous === 'sending') return { status: 'pending', ...found }
+        if (!canMove(r.status, item.event)) return { status: 'unchanged', ...found }
+        const delta = deltas.get(r.campaignId) ?? deltas.set(r.campaignId, zeroCounters()).get(r.campaignId)!
+        for (const counter of COUNTERS) delta[counter] += +COUNTED_IN[counter].includes(item.event) - +COUNTED_IN[counter].includes(r.status)
+        r.status = item.event
+        r.reason = item.reason ?? r.reason
+        r.changed = true
+        return { status: 'changed', ...found }
+      })
+      const changed = [...byProvider.values()].filter((r) => r.changed)
+      if (changed.length > 0) {
+        await tx.execute(sql`
+          update campaign_recipients r set status = v.status::campaign_recipient_status, updated_at = now(), reason = coalesce(v.reason, r.reason)
+          from unnest(${sql.param(changed.map((c) => c.id))}::bigint[], ${sql.param(changed.map((c) => c.status))}::text[], ${sql.param(changed.map((c) => c.reason))}::text[]) as v(id, status, reason)
+          where r.id = v.id`)
+        const campaigns = [...deltas.keys()].sort()
+        const column = (counter: CountedIn) => sql.param(campaigns.map((id) => deltas.get(id)![counter]))
+        await tx.execute(sql`
+          update campaign_stats s set
+            sent = s.sent + v.sent, delivered = s.delivered + v.delivered, bounced = s.bounced + v.bounced,
+            complained = s.complained + v.complained, failed = s.failed + v.failed, suppressed = s.suppressed + v.suppressed, updated_at = now()
+          from unnest(${sql.param(campaigns)}::uuid[], ${column('sent')}::int[], ${column('delivered')}::int[], ${column('bounced')}::int[],
+            ${column('complained')}::int[], ${column('failed')}::int[], ${column('suppressed')}::int[]) as v(campaign_id, sent, delivered, bounced, complained, failed, suppressed)
+          where s.campaign_id = v.campaign_id`)
+      }
+      await within(tx, result)
+      return result
+    })
+    const moved = new Set(outcomes.filter((o) => o.status === 'changed').map((o) => o.campaignId!))
+    if (moved.size > 0) await this.deps.stats.changedMany(moved)
+    return outcomes
   }
 
   /** Pauses a sending campaign whose bounce or complaint rate is over its threshold; the reason is kept on the campaign. */

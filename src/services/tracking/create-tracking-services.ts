@@ -42,7 +42,7 @@ export interface CampaignTrackingHooks {
 }
 
 export interface CampaignSide {
-  feedback: Pick<RecipientFeedbackService, 'applyDeliveryEvent'>
+  feedback: Pick<RecipientFeedbackService, 'applyDeliveryEvent' | 'applyDeliveryEvents'>
   /** The campaign's figures changed: subscribers hear about it (merged, at most once a second). */
   statsChanged(campaignId: string): void
 }
@@ -107,7 +107,10 @@ export function createTrackingServices(deps: TrackingServicesDeps): TrackingServ
   const recorder = new HitRecorder({ tokens, buffer, isMachine, conversionParam: config.conversionParam })
   const processor = new WebhookProcessor({
     db,
-    feedback: { applyDeliveryEvent: (...args) => deps.campaigns().feedback.applyDeliveryEvent(...args) },
+    feedback: {
+      applyDeliveryEvent: (...args) => deps.campaigns().feedback.applyDeliveryEvent(...args),
+      applyDeliveryEvents: (...args) => deps.campaigns().feedback.applyDeliveryEvents(...args),
+    },
     writer,
     notify,
     outgoing,

@@ -69,12 +69,19 @@ export async function claimWebhookEvents(db: Database, limit: number, leaseMs: n
 }
 
 /** Marks the row done inside the transaction that applied it; throws FencedError when it is no longer ours. */
-export async function finishWebhookEvent(tx: Database, row: InboxRow, status: 'done' | 'ignored' = 'done', note: string | null = null): Promise<void> {
+export function finishWebhookEvent(tx: Database, row: InboxRow, status: 'done' | 'ignored' = 'done', note: string | null = null): Promise<void> {
+  return finishWebhookEvents(tx, [row], status, note)
+}
+
+/** finishWebhookEvent for several rows; throws FencedError when any of them is no longer ours. */
+export async function finishWebhookEvents(tx: Database, rows: readonly InboxRow[], status: 'done' | 'ignored' = 'done', note: string | null = null): Promise<void> {
+  if (rows.length === 0) return
   const result = await tx.execute(sql`
-    update webhook_events set status = ${status}, locked_until = null, last_error = ${note}
-    where id = ${row.id} and attempts = ${row.attempts} and status = 'pending'
-    returning id`)
-  if (result.rows.length === 0) throw new FencedError()
+    update webhook_events w set status = ${status}, locked_until = null, last_error = ${note}
+    from unnest(${sql.param(rows.map((r) => r.id))}::bigint[], ${sql.param(rows.map((r) => r.attempts))}::int[]) as v(id, attempts)
+    where w.id = v.id and w.attempts = v.attempts and w.status = 'pending'
+    returning w.id`)
+  if (result.rows.length !== rows.length) throw new FencedError()
 }
 
 /** Tries again after `delayMs`, or gives the row up as `dead` once out of attempts. */

@@ -2,21 +2,28 @@
  * Applies stored webhook rows after the provider has its answer. The route kicks a drain right
  * after answering; with workers enabled a poll also picks up what a crash, a restart or a retry
  * left behind. Each row's effect and its `done` mark commit together, so a row is applied once.
+ *
+ * The bulk of a campaign's events (`delivered`, `failed`) are applied a claimed batch at a time, in
+ * one transaction: applied one by one, every row locked the campaign's counter row in turn, which
+ * held ingestion to a few hundred events a second. What a batch cannot settle (no recipient by that
+ * provider id, a send not recorded yet, a row another worker took over) goes the one-by-one way,
+ * as do the events that suppress an address.
  */
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import type { DeliveryEvent, DeliveryOutcome, DeliveryTarget, RecipientFeedbackService } from '../campaigns/recipient-feedback'
-import { suppressAddress } from '../campaigns/recipient-feedback'
+import { BATCHED_EVENTS, suppressAddress } from '../campaigns/recipient-feedback'
+import { arrayLiteral } from '../../infra/db/array-literal'
 import type { Instrumentation } from '../instrumentation'
 import { outgoingEvents, type WebhookEnqueuer } from '../webhooks/webhook-event-types'
 import type { EngagementWriter } from './engagement-writer'
 import { EventType, type EventTypeCode } from './event-types'
 import { RollupTally } from './rollup-tally'
-import { claimWebhookEvents, FencedError, finishWebhookEvent, retryWebhookEvent, type InboxRow } from './webhook-inbox'
+import { claimWebhookEvents, FencedError, finishWebhookEvent, finishWebhookEvents, retryWebhookEvent, type InboxRow } from './webhook-inbox'
 
 export interface WebhookProcessorDeps {
   db: Database
-  feedback: Pick<RecipientFeedbackService, 'applyDeliveryEvent'>
+  feedback: Pick<RecipientFeedbackService, 'applyDeliveryEvent' | 'applyDeliveryEvents'>
   writer: EngagementWriter
   notify: (campaignId: string) => void
   /** Outgoing webhooks for the state changes, queued in the transaction that applies them. */
@@ -93,7 +100,7 @@ export class WebhookProcessor {
           const rows = await claimWebhookEvents(this.deps.db, CLAIM_BATCH, this.leaseMs)
           if (rows.length === 0) break
           handled += rows.length
-          await this.processAll(rows)
+          await this.processAll(await this.applyBatch(rows))
         }
       } while (this.again && !this.stopped)
       return handled
@@ -126,6 +133,34 @@ export class WebhookProcessor {
     await Promise.all(Array.from({ length: Math.min(this.concurrency, rows.length) }, lane))
   }
 
+  /**
+   * Applies the claimed rows that can go in one batch (delivered and failed, with a provider id);
+   * returns the rows left for one-by-one processing. A batch that fails or meets a row taken over by
+   * another worker rolls back whole, and its rows go one by one, which retries or fences each.
+   */
+  private async applyBatch(rows: InboxRow[]): Promise<InboxRow[]> {
+    const batch = rows.filter((row) => row.providerId !== null && BATCHED_EVENTS.has(STATE_EVENTS[row.type]!))
+    if (batch.length < 2) return rows
+    let outcomes: DeliveryOutcome[]
+    try {
+      const items = batch.map((row) => ({ providerId: row.providerId!, event: STATE_EVENTS[row.type]!, reason: row.detail }))
+      outcomes = await this.deps.feedback.applyDeliveryEvents(items, async (tx, settled) => {
+        await relaxCommit(tx)
+        const applied = batch.map((row, i) => ({ row, outcome: settled[i]! })).filter(({ outcome }) => outcome.status === 'changed' || outcome.status === 'unchanged')
+        await this.appendEvents(tx, applied)
+        const changed = applied.filter(({ outcome }) => outcome.status === 'changed')
+        await this.deps.outgoing?.enqueue(tx, changed.flatMap(({ row, outcome }) => outgoingEvents(row.type, outcome.recipientId!, row.occurredAt.getTime())))
+        await finishWebhookEvents(tx, applied.map(({ row }) => row))
+      })
+    } catch (err) {
+      if (!(err instanceof FencedError)) this.deps.logger?.warn({ err, rows: batch.length }, 'webhook batch not applied; applying its rows one by one')
+      return rows
+    }
+    const left = new Set(batch.filter((_, i) => outcomes[i]!.status === 'pending' || outcomes[i]!.status === 'unknown'))
+    for (const row of batch) if (!left.has(row)) this.deps.instrumentation?.webhookApplied('applied')
+    return rows.filter((row) => left.has(row) || !batch.includes(row))
+  }
+
   private async process(row: InboxRow): Promise<void> {
     try {
       const state = STATE_EVENTS[row.type]
@@ -148,7 +183,7 @@ export class WebhookProcessor {
       suppressAs: row.detail && /complain/i.test(row.detail) ? 'complained' : 'bounced',
       within: async (tx, settled) => {
         await relaxCommit(tx)
-        await this.appendEvent(tx, row, settled.recipientId!, settled.campaignId!, settled.status === 'changed')
+        await this.appendEvents(tx, [{ row, outcome: settled }])
         // Only a change: a late `delivered` after a bounce, or a replay, tells the app nothing new.
         if (settled.status === 'changed') await this.deps.outgoing?.enqueue(tx, outgoingEvents(row.type, settled.recipientId!, row.occurredAt.getTime()))
         await finishWebhookEvent(tx, row)
@@ -167,7 +202,7 @@ export class WebhookProcessor {
       if (row.type === EventType.open || row.type === EventType.click) {
         await this.deps.writer.writeIn(tx, [{ type: row.type, recipientId: recipient.recipientId, at: row.occurredAt.getTime(), machine: row.machine, dedupeKey: row.id }])
       } else {
-        await this.appendEvent(tx, row, recipient.recipientId, recipient.campaignId, true)
+        await this.appendEvents(tx, [{ row, outcome: { status: 'changed', recipientId: recipient.recipientId, campaignId: recipient.campaignId } }])
       }
       await finishWebhookEvent(tx, row)
     })
@@ -175,15 +210,28 @@ export class WebhookProcessor {
     return 'changed'
   }
 
-  private async appendEvent(tx: Database, row: InboxRow, recipientId: number, campaignId: string, first: boolean): Promise<void> {
-    const inserted = await tx.execute(sql`
+  /**
+   * The raw events of applied rows (once each, keyed by the row) and their rollups; an event whose
+   * row changed the recipient's state also counts as that state's unique.
+   */
+  private async appendEvents(tx: Database, applied: readonly { row: InboxRow; outcome: DeliveryOutcome }[]): Promise<void> {
+    if (applied.length === 0) return
+    const inserted = await tx.execute<{ dedupe_key: string | number }>(sql`
       insert into email_events (campaign_id, recipient_id, occurred_at, dedupe_key, type)
-      values (${campaignId}, ${recipientId}, ${row.occurredAt.toISOString()}, ${row.id}, ${row.type})
+      select v.campaign_id, v.recipient_id, to_timestamp(v.at_ms / 1000.0), v.dedupe_key, v.type
+      from unnest(${arrayLiteral(applied.map(({ outcome }) => outcome.campaignId!))}::uuid[], ${arrayLiteral(applied.map(({ outcome }) => outcome.recipientId!))}::bigint[],
+        ${arrayLiteral(applied.map(({ row }) => row.occurredAt.getTime()))}::float8[], ${arrayLiteral(applied.map(({ row }) => row.id))}::bigint[],
+        ${arrayLiteral(applied.map(({ row }) => row.type))}::smallint[]) as v(campaign_id, recipient_id, at_ms, dedupe_key, type)
       on conflict (dedupe_key) where dedupe_key is not null do nothing
-      returning 1`)
+      returning dedupe_key`)
     if (inserted.rows.length === 0) return
+    const stored = new Set(inserted.rows.map((r) => Number(r.dedupe_key)))
     const tally = new RollupTally()
-    tally.add(campaignId, row.occurredAt.getTime(), row.type, { count: 1, uniques: +first, humanUniques: +first })
+    for (const { row, outcome } of applied) {
+      if (!stored.has(row.id)) continue
+      const first = outcome.status === 'changed' ? 1 : 0
+      tally.add(outcome.campaignId!, row.occurredAt.getTime(), row.type, { count: 1, uniques: first, humanUniques: first })
+    }
     await tally.writeRollups(tx)
     await tally.writeDaily(tx)
   }
