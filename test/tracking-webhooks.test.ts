@@ -235,13 +235,38 @@ describe('ordering', () => {
 })
 
 describe('batches', () => {
-  type Feedback = { applyDeliveryEvents: (...args: unknown[]) => Promise<{ status: string }[]> }
-  const feedback = () => (ctx.t.app.services.tracking.webhooks.processor as unknown as { deps: { feedback: Feedback } }).deps.feedback
+  type Within = (tx: unknown, outcomes: { status: string }[]) => Promise<void>
+  type ApplyMany = (items: unknown[], within: Within) => Promise<{ status: string }[]>
+  const processor = () => ctx.t.app.services.tracking.webhooks.processor as unknown as { kick?: () => void; deps: { feedback: { applyDeliveryEvents: ApplyMany } } }
+
+  /**
+   * Runs `post` with the processor's kicks held back (the route kicks a drain after each event), so one
+   * drain then claims every row; `wrap` replaces applyDeliveryEvents for that drain.
+   */
+  async function heldBack(post: () => Promise<void>, wrap: (original: ApplyMany) => ApplyMany): Promise<void> {
+    const p = processor()
+    const original = p.deps.feedback.applyDeliveryEvents
+    p.kick = () => {}
+    try {
+      await post()
+      p.deps.feedback.applyDeliveryEvents = wrap(original)
+      await drain()
+    } finally {
+      p.deps.feedback.applyDeliveryEvents = original
+      delete p.kick
+    }
+  }
 
   async function webhookStatuses(svixIds: string[]): Promise<string[]> {
     const rows = await ctx.t.app.db.db.execute<{ svix_id: string; status: string }>(sql`select svix_id, status from webhook_events where svix_id = any(${sql.param(svixIds)}::text[])`)
     const byId = new Map(rows.rows.map((r) => [r.svix_id, r.status]))
     return svixIds.map((id) => byId.get(id)!)
+  }
+
+  async function rollupCount(campaignId: string, type: number): Promise<{ count: number; uniques: number }> {
+    const rows = await ctx.t.app.db.db.execute<{ count: string; uniques: string }>(sql`
+      select coalesce(sum(count), 0) as count, coalesce(sum(uniques), 0) as uniques from campaign_event_rollups where campaign_id = ${campaignId} and type = ${type}`)
+    return { count: Number(rows.rows[0]!.count), uniques: Number(rows.rows[0]!.uniques) }
   }
 
   it('applies a claim of delivered and failed events in one transaction, with the state, counters, raw events and retries of one by one', async () => {
@@ -250,39 +275,33 @@ describe('batches', () => {
     const overtaken = recipients[11]!
     // This one's send is not recorded yet: its event goes one by one, and waits.
     await ctx.t.app.db.db.execute(sql`update campaign_recipients set status = 'sending', provider_id = null where id = ${overtaken.id}`)
-    // Held back while the events arrive (the route kicks a drain after each), so one drain claims them all.
-    const processor = ctx.t.app.services.tracking.webhooks.processor as unknown as { kick?: () => void }
-    processor.kick = () => {}
     const svixIds: string[] = []
     const post = async (type: string, r: SentRecipient | { providerId: string; email: string }, campaign: string | null, data: Record<string, unknown> = {}) => {
       const res = await postWebhook(ctx.t, resendEvent(type, r, campaign, data))
       expect(res.statusCode).toBe(200)
       svixIds.push(res.svixId)
     }
-    for (const r of recipients) await post('email.delivered', r, campaignId)
-    await post('email.failed', recipients[0]!, campaignId, { failed: { reason: 'reached_daily_quota' } })
-    await post('email.failed', recipients[1]!, campaignId, { failed: { reason: 'reached_daily_quota' } })
-    // The same event again under another svix id: no state change, still a raw event.
-    await post('email.delivered', recipients[2]!, campaignId)
-    // Mail that is no campaign's.
-    await post('email.delivered', { providerId: 'transactional-batch', email: 'someone@example.com' }, null)
-
-    const original = feedback().applyDeliveryEvents
-    // Batches applied (a batch that fails falls back to one by one, with the same end state).
-    const sizes: number[] = []
-    feedback().applyDeliveryEvents = async (...args: unknown[]) => {
-      const outcomes = await original(...args)
-      sizes.push((args[0] as unknown[]).length)
-      return outcomes
-    }
-    try {
-      await drain()
-    } finally {
-      feedback().applyDeliveryEvents = original
-      delete processor.kick
-    }
-    // Every event with a provider id; the overtaken and the transactional one were then tried one by one.
-    expect(sizes).toEqual([16])
+    // What each batch settled (a batch that fails falls back to one by one, with the same end state).
+    const batches: string[][] = []
+    await heldBack(
+      async () => {
+        for (const r of recipients) await post('email.delivered', r, campaignId)
+        await post('email.failed', recipients[0]!, campaignId, { failed: { reason: 'reached_daily_quota' } })
+        await post('email.failed', recipients[1]!, campaignId, { failed: { reason: 'reached_daily_quota' } })
+        // The same event again under another svix id: no state change, still a raw event.
+        await post('email.delivered', recipients[2]!, campaignId)
+        // Mail that is no campaign's.
+        await post('email.delivered', { providerId: 'transactional-batch', email: 'someone@example.com' }, null)
+      },
+      (original) => async (items, within) => {
+        const outcomes = await original(items, within)
+        batches.push(outcomes.map((o) => o.status))
+        return outcomes
+      },
+    )
+    // Every event with a provider id went in the one batch; the overtaken and the transactional one
+    // matched no recipient by it and were then tried one by one.
+    expect(batches).toEqual([[...Array(11).fill('changed'), 'unknown', 'changed', 'changed', 'unchanged', 'unknown']])
 
     expect(await recipientStatus(ctx.t, recipients[0]!.id)).toBe('failed')
     expect(await recipientStatus(ctx.t, recipients[2]!.id)).toBe('delivered')
@@ -291,6 +310,9 @@ describe('batches', () => {
     expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 10, delivered: 9, failed: 2, bounced: 0 })
     expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(12)
     expect(await countEvents(ctx.t, campaignId, EventType.failed)).toBe(2)
+    // Rollups: every raw event counted, a unique only where it changed the state.
+    expect(await rollupCount(campaignId, EventType.delivered)).toEqual({ count: 12, uniques: 11 })
+    expect(await rollupCount(campaignId, EventType.failed)).toEqual({ count: 2, uniques: 2 })
     expect(await webhookStatuses(svixIds)).toEqual([...Array(11).fill('done'), 'pending', 'done', 'done', 'done', 'ignored'])
     const reason = await ctx.t.app.db.db.execute<{ reason: string | null }>(sql`select reason from campaign_recipients where id = ${recipients[0]!.id}`)
     expect(reason.rows[0]!.reason).toMatch(/reached_daily_quota/)
@@ -301,20 +323,44 @@ describe('batches', () => {
     expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(12)
   })
 
+  it('rolls a batch back whole when another worker took over one of its rows, then applies the others one by one, once', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['fenced1@example.com', 'fenced2@example.com', 'fenced3@example.com'])
+    const svixIds: string[] = []
+    let batches = 0
+    await heldBack(
+      async () => {
+        for (const r of recipients) svixIds.push((await postWebhook(ctx.t, resendEvent('email.delivered', r, campaignId))).svixId)
+      },
+      (original) => (items, within) => {
+        batches++
+        return original(items, async (tx, outcomes) => {
+          // After the batch moved states and counters: another worker's claim of the first row (its lease ran out).
+          await ctx.t.app.db.db.execute(sql`update webhook_events set attempts = attempts + 1 where svix_id = ${svixIds[0]!}`)
+          await within(tx, outcomes)
+        })
+      },
+    )
+    expect(batches).toBe(1)
+    // The taken-over row is left to its new owner; the others were applied exactly once.
+    expect(await webhookStatuses(svixIds)).toEqual(['pending', 'done', 'done'])
+    expect(await recipientStatus(ctx.t, recipients[0]!.id)).toBe('accepted')
+    expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 3, delivered: 2 })
+    expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(2)
+    expect(await rollupCount(campaignId, EventType.delivered)).toEqual({ count: 2, uniques: 2 })
+  })
+
   it('applies the rows one by one when a batch fails, and each once', async () => {
     const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['fallback1@example.com', 'fallback2@example.com', 'fallback3@example.com'])
-    for (const r of recipients) await postWebhook(ctx.t, resendEvent('email.delivered', r, campaignId))
-    const original = feedback().applyDeliveryEvents
     let calls = 0
-    feedback().applyDeliveryEvents = async () => {
-      calls++
-      throw new Error('connection reset')
-    }
-    try {
-      await drain()
-    } finally {
-      feedback().applyDeliveryEvents = original
-    }
+    await heldBack(
+      async () => {
+        for (const r of recipients) await postWebhook(ctx.t, resendEvent('email.delivered', r, campaignId))
+      },
+      () => async () => {
+        calls++
+        throw new Error('connection reset')
+      },
+    )
     expect(calls).toBe(1)
     expect(await campaignStats(ctx, campaignId)).toMatchObject({ sent: 3, delivered: 3 })
     expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(3)
