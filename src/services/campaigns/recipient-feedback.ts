@@ -41,7 +41,7 @@ const COUNTED_IN: Record<'sent' | 'delivered' | 'bounced' | 'complained' | 'fail
 
 type CountedIn = keyof typeof COUNTED_IN
 const COUNTERS = Object.keys(COUNTED_IN) as CountedIn[]
-const zeroCounters = (): Record<CountedIn, number> => ({ sent: 0, delivered: 0, bounced: 0, complained: 0, failed: 0, suppressed: 0 })
+const zeroCounters = () => Object.fromEntries(COUNTERS.map((c) => [c, 0])) as Record<CountedIn, number>
 
 /** Whether a recipient in `status` moves to `event`'s state: only up DELIVERY_ORDER, from a state in it. */
 function canMove(status: string, event: DeliveryEvent): boolean {
@@ -166,7 +166,7 @@ export class RecipientFeedbackService {
   /** recordDeliveryEvent, saying what happened; for the webhook processing. */
   async applyDeliveryEvent(target: DeliveryTarget, event: DeliveryEvent, options: DeliveryOptions = {}): Promise<DeliveryOutcome> {
     const { db } = this.deps
-    const from = DELIVERY_ORDER.slice(0, DELIVERY_ORDER.indexOf(event))
+    const from = DELIVERY_ORDER.filter((status) => canMove(status, event))
     const providerId = target.providerId ?? null
     const delta = (counter: keyof typeof COUNTED_IN) =>
       sql`${COUNTED_IN[counter].includes(event) ? 1 : 0} - case when t.status::text = any(${sql.param(COUNTED_IN[counter])}::text[]) then 1 else 0 end`

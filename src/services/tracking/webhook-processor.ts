@@ -50,6 +50,9 @@ const RETRY_DELAYS_MS = [5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 
 const UNMATCHED_ATTEMPTS = 4
 const CLAIM_BATCH = 50
 
+/** The recipient was found and the event applied to it (a change or not); pending and unknown rows are left for later. */
+const isSettled = (outcome: DeliveryOutcome) => outcome.status === 'changed' || outcome.status === 'unchanged'
+
 type Recipient = { status: 'found'; recipientId: number; campaignId: string } | { status: 'pending' | 'unknown' }
 
 /**
@@ -139,14 +142,17 @@ export class WebhookProcessor {
    * another worker rolls back whole, and its rows go one by one, which retries or fences each.
    */
   private async applyBatch(rows: InboxRow[]): Promise<InboxRow[]> {
-    const batch = rows.filter((row) => row.providerId !== null && BATCHED_EVENTS.has(STATE_EVENTS[row.type]!))
+    const batch = rows.filter((row) => {
+      const event = STATE_EVENTS[row.type]
+      return row.providerId !== null && event !== undefined && BATCHED_EVENTS.has(event)
+    })
     if (batch.length < 2) return rows
     let outcomes: DeliveryOutcome[]
     try {
       const items = batch.map((row) => ({ providerId: row.providerId!, event: STATE_EVENTS[row.type]!, reason: row.detail }))
-      outcomes = await this.deps.feedback.applyDeliveryEvents(items, async (tx, settled) => {
+      outcomes = await this.deps.feedback.applyDeliveryEvents(items, async (tx, results) => {
         await relaxCommit(tx)
-        const applied = batch.map((row, i) => ({ row, outcome: settled[i]! })).filter(({ outcome }) => outcome.status === 'changed' || outcome.status === 'unchanged')
+        const applied = batch.map((row, i) => ({ row, outcome: results[i]! })).filter(({ outcome }) => isSettled(outcome))
         await this.appendEvents(tx, applied)
         const changed = applied.filter(({ outcome }) => outcome.status === 'changed')
         await this.deps.outgoing?.enqueue(tx, changed.flatMap(({ row, outcome }) => outgoingEvents(row.type, outcome.recipientId!, row.occurredAt.getTime())))
@@ -156,9 +162,9 @@ export class WebhookProcessor {
       if (!(err instanceof FencedError)) this.deps.logger?.warn({ err, rows: batch.length }, 'webhook batch not applied; applying its rows one by one')
       return rows
     }
-    const left = new Set(batch.filter((_, i) => outcomes[i]!.status === 'pending' || outcomes[i]!.status === 'unknown'))
-    for (const row of batch) if (!left.has(row)) this.deps.instrumentation?.webhookApplied('applied')
-    return rows.filter((row) => left.has(row) || !batch.includes(row))
+    const settled = new Set(batch.filter((_, i) => isSettled(outcomes[i]!)))
+    for (let i = 0; i < settled.size; i++) this.deps.instrumentation?.webhookApplied('applied')
+    return rows.filter((row) => !settled.has(row))
   }
 
   private async process(row: InboxRow): Promise<void> {
