@@ -180,7 +180,9 @@ export class AudienceService {
     const known = new Set(existing.map((e) => e.email))
     const touched: string[] = []
     try {
-      for (const email of unique) if (!known.has(email)) touched.push(...(await suppressAddress(this.db, email, reason, source ?? 'admin')))
+      for (const email of unique) {
+        if (!known.has(email)) touched.push(...(await this.db.transaction((tx) => suppressAddress(tx as unknown as Database, email, reason, source ?? 'admin'))))
+      }
     } finally {
       // Each address committed on its own: the ones done before a failure count too.
       await this.statsChanged?.(touched)

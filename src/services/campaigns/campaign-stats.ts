@@ -4,7 +4,7 @@
  * Redis key when Redis is configured, so all instances together respect it, and the event bus
  * carries each push to subscribers on every instance.
  */
-import { eq } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import type { Cluster, Redis } from 'ioredis'
 import type { Database } from '../../infra/db/client'
 import { campaigns, campaignStats } from '../../infra/db/schema/campaigns'
@@ -109,6 +109,18 @@ export function createPushGate(redis: Redis | Cluster | null, keyPrefix = ''): P
       }
     },
   }
+}
+
+/**
+ * Lock order of the counters. A transaction that moves several campaigns' rows takes them in
+ * campaign id order, after the recipient rows it locks (in id order when several), so two such
+ * transactions never wait on each other in a cycle. An `update ... from unnest(...)` locks rows in
+ * whatever order its plan visits them, so it runs after this explicit lock.
+ */
+export async function lockCampaignStats(db: Database, campaignIds: Iterable<string>): Promise<void> {
+  const ids = [...new Set(campaignIds)]
+  if (ids.length === 0) return
+  await db.execute(sql`select 1 from campaign_stats where campaign_id = any(${sql.param(ids)}::uuid[]) order by campaign_id for update`)
 }
 
 export interface StatsPublisherDeps {

@@ -10,7 +10,7 @@
 import { sql, type SQL } from 'drizzle-orm'
 import type { UnsubscribeScope } from '../../config'
 import type { Database } from '../../infra/db/client'
-import type { CampaignStatsPublisher } from './campaign-stats'
+import { lockCampaignStats, type CampaignStatsPublisher } from './campaign-stats'
 import type { UnsubscribeLinks } from './unsubscribe-links'
 
 export interface AutoPauseThresholds {
@@ -51,6 +51,9 @@ function canMove(status: string, event: DeliveryEvent): boolean {
 
 /** The events applyDeliveryEvents takes: none of them suppresses an address or can pause a campaign. */
 export const BATCHED_EVENTS: ReadonlySet<DeliveryEvent> = new Set(['delivered', 'failed'])
+
+/** Whether the event puts the address on the suppression list (and takes its queued rows elsewhere out). */
+const suppresses = (event: DeliveryEvent): event is 'bounced' | 'complained' | 'suppressed' => event === 'bounced' || event === 'complained' || event === 'suppressed'
 
 export interface BatchDeliveryItem {
   providerId: string
@@ -131,6 +134,7 @@ export class RecipientFeedbackService {
     const scope = this.deps.unsubscribeScope ?? 'global'
     const outcome = await db.transaction(async (txn) => {
       const tx = txn as unknown as Database
+      await lockTargetForSuppression(tx, sql`id = ${verified.recipientId}`)
       const found = await tx.execute<{ id: string; email: string; campaign_id: string; first: boolean }>(sql`
         with target as (select id, email, campaign_id, unsubscribed_at from campaign_recipients where id = ${verified.recipientId}),
         marked as (
@@ -170,15 +174,17 @@ export class RecipientFeedbackService {
     const providerId = target.providerId ?? null
     const delta = (counter: keyof typeof COUNTED_IN) =>
       sql`${COUNTED_IN[counter].includes(event) ? 1 : 0} - case when t.status::text = any(${sql.param(COUNTED_IN[counter])}::text[]) then 1 else 0 end`
+    // By tags only while no provider id is recorded, or for the same one: a re-sent recipient has a new id, and events of the old email are not its own.
+    const targetRow = sql`provider_id = ${providerId}
+      or (id = ${target.recipientId ?? null} and campaign_id = ${target.campaignId ?? null} and (provider_id is null or provider_id = ${providerId}))`
     // Other campaigns whose queued rows a suppression dropped.
     let touched: string[] = []
     const outcome = await db.transaction(async (tx) => {
-      // By tags only while no provider id is recorded, or for the same one: a re-sent recipient has a new id, and events of the old email are not its own.
+      if (suppresses(event)) await lockTargetForSuppression(tx as unknown as Database, targetRow)
       const result = await tx.execute<{ id: string; campaign_id: string; email: string; previous: string; changed: number }>(sql`
         with target as (
           select id, campaign_id, email, status from campaign_recipients
-          where provider_id = ${providerId}
-             or (id = ${target.recipientId ?? null} and campaign_id = ${target.campaignId ?? null} and (provider_id is null or provider_id = ${providerId}))
+          where ${targetRow}
           limit 1
           for update
         ), updated as (
@@ -200,7 +206,7 @@ export class RecipientFeedbackService {
       const found = { recipientId: Number(row.id), campaignId: row.campaign_id, previous: row.previous }
       if (row.previous === 'queued' || row.previous === 'sending') return { status: 'pending', ...found } as DeliveryOutcome
       const settled: DeliveryOutcome = { status: Number(row.changed) > 0 ? 'changed' : 'unchanged', ...found }
-      if (settled.status === 'changed' && (event === 'bounced' || event === 'complained' || event === 'suppressed')) {
+      if (settled.status === 'changed' && suppresses(event)) {
         touched = await suppressAddress(tx as unknown as Database, row.email, event === 'suppressed' ? (options.suppressAs ?? 'bounced') : event, `campaign:${row.campaign_id}`)
       }
       await options.within?.(tx as unknown as Database, settled)
@@ -255,7 +261,8 @@ export class RecipientFeedbackService {
           update campaign_recipients r set status = v.status::campaign_recipient_status, updated_at = now(), reason = coalesce(v.reason, r.reason)
           from unnest(${sql.param(changed.map((c) => c.id))}::bigint[], ${sql.param(changed.map((c) => c.status))}::text[], ${sql.param(changed.map((c) => c.reason))}::text[]) as v(id, status, reason)
           where r.id = v.id`)
-        const campaigns = [...deltas.keys()].sort()
+        const campaigns = [...deltas.keys()]
+        await lockCampaignStats(tx, campaigns)
         const column = (counter: CountedIn) => sql.param(campaigns.map((id) => deltas.get(id)![counter]))
         await tx.execute(sql`
           update campaign_stats s set
@@ -303,9 +310,11 @@ export class RecipientFeedbackService {
  * marked, and queued recipients not yet in a batch become `suppressed` (a formed batch is left
  * alone, since its payload is fixed under its idempotency key). Returns the campaigns whose
  * counters moved: the caller tells the stats publisher (changedMany) once its transaction commits.
+ * Runs inside the caller's transaction (its locks must last until the commit: see lockForSuppression).
  */
 export async function suppressAddress(db: Database, email: string, reason: 'unsubscribed' | 'bounced' | 'complained' | 'manual', source: string): Promise<string[]> {
   const lower = email.toLowerCase()
+  await lockForSuppression(db, lower)
   await db.execute(sql`insert into suppressions (email, reason, source) values (${lower}, ${reason}, ${source}) on conflict (email) do nothing`)
   if (reason !== 'manual') {
     await db.execute(sql`update contacts set status = ${reason}::contact_status, updated_at = now() where lower(email) = ${lower} and status = 'subscribed'`)
@@ -321,6 +330,7 @@ export async function suppressAddress(db: Database, email: string, reason: 'unsu
  */
 export async function unsubscribeFromAudiences(db: Database, email: string, campaignId: string): Promise<string[]> {
   const lower = email.toLowerCase()
+  await lockForSuppression(db, lower)
   await db.execute(sql`
     update contacts k set status = 'unsubscribed', updated_at = now()
     from campaigns c
@@ -333,14 +343,40 @@ export async function unsubscribeFromAudiences(db: Database, email: string, camp
   )
 }
 
+/** The address's queued rows not yet in a batch, in campaigns still sending (`r` joined with `campaigns c`): what a suppression takes out. */
+const droppable = (lower: string) => sql`c.id = r.campaign_id and c.status in ('sending', 'paused') and lower(r.email) = ${lower} and r.status = 'queued' and r.batch_id is null`
+
+/**
+ * Locks what a suppression of the address will write, in the order of lockCampaignStats: its rows
+ * that dropQueued may take, in id order (a superset: the audience scope takes fewer), then the
+ * counters of their campaigns and of `campaignIds`. Taken piecemeal instead, as the statements
+ * reach them, a batch of delivery events holding one of those counters could wait on this
+ * transaction while it waits on the batch. Only useful inside a transaction; locks already held
+ * are taken again at no cost.
+ */
+async function lockForSuppression(db: Database, lower: string, campaignIds: readonly string[] = []): Promise<void> {
+  const queued = await db.execute<{ campaign_id: string }>(sql`
+    select r.campaign_id from campaign_recipients r, campaigns c
+    where ${droppable(lower)}
+    order by r.id
+    for update of r`)
+  await lockCampaignStats(db, [...campaignIds, ...queued.rows.map((r) => r.campaign_id)])
+}
+
+/** lockForSuppression for the recipient `where` finds (an unsubscribe, a bounce), with the recipient itself first, then its campaign's counters with the rest. */
+async function lockTargetForSuppression(db: Database, where: SQL): Promise<void> {
+  const target = await db.execute<{ campaign_id: string; email: string }>(sql`select campaign_id, email from campaign_recipients where ${where} limit 1 for update`)
+  const row = target.rows[0]
+  if (row) await lockForSuppression(db, row.email.toLowerCase(), [row.campaign_id])
+}
+
 /** Queued, unbatched rows of the address in campaigns still sending become `suppressed`, with their counters; returns those campaigns. */
 async function dropQueued(db: Database, lower: string, reason: string, onlyIf: SQL): Promise<string[]> {
   const result = await db.execute<{ campaign_id: string }>(sql`
     with dropped as (
       update campaign_recipients r set status = 'suppressed', reason = ${reason}, updated_at = now()
       from campaigns c
-      where c.id = r.campaign_id and c.status in ('sending', 'paused')
-        and lower(r.email) = ${lower} and r.status = 'queued' and r.batch_id is null
+      where ${droppable(lower)}
         ${onlyIf}
       returning r.campaign_id
     )

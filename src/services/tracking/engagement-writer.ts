@@ -16,6 +16,7 @@ import { sql } from 'drizzle-orm'
 import { arrayLiteral } from '../../infra/db/array-literal'
 import type { Database } from '../../infra/db/client'
 import { BoundedMap } from '../../lib/bounded-map'
+import { lockCampaignStats } from '../campaigns/campaign-stats'
 import { Flag, markFirst, type FirstTimes } from './engagement-flags'
 import { EventType, type EventTypeCode } from './event-types'
 import { hasBit, withBit } from './link-bitmap'
@@ -217,8 +218,9 @@ async function writeHitsIn(tx: Database, hits: Hit[], options: WriteOptions, mem
         ${sql.param(changed.map((id) => hex(clicked.get(id)?.any)))}::text[], ${sql.param(changed.map((id) => hex(clicked.get(id)?.human)))}::text[]) as v(id, flags, links, human_links)
       where e.recipient_id = v.id`)
   }
-  const statRows = [...stats.entries()].filter(([, s]) => s.opens > 0 || s.clicks > 0).sort(([a], [b]) => (a < b ? -1 : 1))
+  const statRows = [...stats.entries()].filter(([, s]) => s.opens > 0 || s.clicks > 0)
   if (statRows.length > 0) {
+    await lockCampaignStats(tx, statRows.map(([id]) => id))
     await tx.execute(sql`
       update campaign_stats s set unique_opens = unique_opens + v.opens, unique_clicks = unique_clicks + v.clicks, updated_at = now()
       from unnest(${sql.param(statRows.map(([id]) => id))}::uuid[], ${sql.param(statRows.map(([, s]) => s.opens))}::int[], ${sql.param(statRows.map(([, s]) => s.clicks))}::int[]) as v(campaign_id, opens, clicks)

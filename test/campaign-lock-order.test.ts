@@ -1,0 +1,196 @@
+/**
+ * Lock order between the transactions that move campaign counters (lockCampaignStats): each test
+ * holds a row with a third connection, lines two writers up behind it, and lets go. Taking rows in
+ * another order, each writer would then hold what the other waits for, and PostgreSQL would abort
+ * one of them as a deadlock (40P01) after deadlock_timeout.
+ */
+import { sql } from 'drizzle-orm'
+import { drizzle } from 'drizzle-orm/node-postgres'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Database } from '../src/infra/db/client'
+import type { CampaignStatsPublisher } from '../src/services/campaigns/campaign-stats'
+import { CampaignService } from '../src/services/campaigns/campaign-service'
+import { RecipientFeedbackService } from '../src/services/campaigns/recipient-feedback'
+import type { UnsubscribeLinks } from '../src/services/campaigns/unsubscribe-links'
+import { createTestDatabase } from './helpers/services'
+
+let database: Awaited<ReturnType<typeof createTestDatabase>>
+let db: Database
+let feedback: RecipientFeedbackService
+/** Holds the row the writers line up behind. */
+let gate: pg.Client
+/** Watches them wait (outside the gate's transaction, whose view of pg_stat_activity stays as it was when it began). */
+let watcher: pg.Client
+
+const stats = { changedMany: async () => {}, changed: async () => {}, stateChanged: async () => {} } as unknown as CampaignStatsPublisher
+const links: UnsubscribeLinks = {
+  token: () => 'unused',
+  url: () => 'unused',
+  // Unsubscribe tokens are the recipient id in these tests.
+  verify: (token) => ({ ok: true, recipientId: Number(token) }) as ReturnType<UnsubscribeLinks['verify']>,
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase()
+  db = database.handle.db
+  feedback = new RecipientFeedbackService({ db, links, stats, thresholds: { bounceRate: 1, complaintRate: 1, minSent: 1_000_000 } })
+  gate = new pg.Client({ connectionString: database.url })
+  await gate.connect()
+  watcher = new pg.Client({ connectionString: database.url })
+  await watcher.connect()
+})
+afterAll(async () => {
+  await gate?.end()
+  await watcher?.end()
+  await database?.drop()
+})
+
+let seq = 0
+
+interface Row {
+  email: string
+  status: 'queued' | 'accepted' | 'failed'
+}
+
+/** A campaign in `status` with these recipients (accepted and failed ones with provider id `p-<id>`) and counters that match them. */
+async function seedCampaign(status: 'sending' | 'sent', rows: Row[]): Promise<{ id: string; recipients: number[] }> {
+  const label = `lock-order-${++seq}`
+  const template = await db.execute<{ id: string }>(sql`
+    insert into email_templates (name, kind, subject, html) values (${label}, 'marketing', 'News', '<p>News</p>') returning id`)
+  const version = await db.execute<{ id: string }>(sql`
+    insert into email_template_versions (template_id, version, kind, subject, html, text, variables)
+    values (${template.rows[0]!.id}, 1, 'marketing', 'News', '<p>News</p>', 'News', '[]') returning id`)
+  const campaign = await db.execute<{ id: string }>(sql`
+    insert into campaigns (name, template_id, template_version_id, audience_ids, "from", status, started_at)
+    values (${label}, ${template.rows[0]!.id}, ${version.rows[0]!.id}, '{}', 'News <news@example.com>', ${status}, now() - interval '1 hour')
+    returning id`)
+  const id = campaign.rows[0]!.id
+  const recipients: number[] = []
+  for (const row of rows) {
+    const inserted = await db.execute<{ id: string }>(sql`
+      insert into campaign_recipients (campaign_id, email, attributes, status) values (${id}, ${row.email}, '{}', ${row.status}) returning id`)
+    const recipientId = Number(inserted.rows[0]!.id)
+    if (row.status !== 'queued') await db.execute(sql`update campaign_recipients set provider_id = ${`p-${recipientId}`}, sent_at = now() where id = ${recipientId}`)
+    recipients.push(recipientId)
+  }
+  const count = (s: Row['status']) => rows.filter((r) => r.status === s).length
+  await db.execute(sql`
+    insert into campaign_stats (campaign_id, total, queued, sent, failed)
+    values (${id}, ${rows.length}, ${count('queued')}, ${count('accepted')}, ${count('failed')})`)
+  return { id, recipients }
+}
+
+/** Until `n` sessions of this database wait on a lock; fails at once when one of `running` does. */
+async function waiters(n: number, running: Promise<unknown>[]): Promise<void> {
+  const deadline = Date.now() + 10_000
+  let failed: unknown
+  for (const p of running) p.catch((err: unknown) => (failed = err))
+  for (;;) {
+    if (failed !== undefined) throw failed
+    const result = await watcher.query<{ n: number }>(
+      `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+    )
+    if (result.rows[0]!.n >= n) return
+    if (Date.now() > deadline) throw new Error(`${result.rows[0]!.n} of ${n} sessions waiting on a lock`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+async function statusOf(recipientId: number): Promise<string> {
+  return (await db.execute<{ status: string }>(sql`select status::text from campaign_recipients where id = ${recipientId}`)).rows[0]!.status
+}
+
+async function countersOf(campaignId: string) {
+  const result = await db.execute<Record<string, number>>(sql`select queued, sent, delivered, bounced, failed, suppressed, unsubscribed from campaign_stats where campaign_id = ${campaignId}`)
+  return result.rows[0]
+}
+
+/** Runs `first` and `second` behind a lock the gate holds on `lockedRow`, queued in that order, then lets go. */
+async function queuedBehind(lockedRow: string, first: () => Promise<unknown>, second: () => Promise<unknown>) {
+  await gate.query('begin')
+  await gate.query(lockedRow)
+  const running: Promise<unknown>[] = []
+  try {
+    running.push(first())
+    await waiters(1, running)
+    running.push(second())
+    await waiters(2, running)
+  } finally {
+    await gate.query('commit')
+  }
+  return Promise.allSettled(running)
+}
+
+describe('lock order of campaign counters', () => {
+  it('a bounce that drops queued rows elsewhere and a batch of delivery events over both campaigns both commit', async () => {
+    const c = await seedOrdered()
+    await expectSuppressionAndBatch(c, () => feedback.applyDeliveryEvent({ providerId: `p-${c.suppressed}` }, 'bounced'))
+    expect(await statusOf(c.suppressed)).toBe('bounced')
+    expect(await countersOf(c.high.id)).toMatchObject({ sent: 2, bounced: 1, delivered: 1 })
+  })
+
+  it('an unsubscribe that drops queued rows elsewhere and a batch of delivery events over both campaigns both commit', async () => {
+    const c = await seedOrdered()
+    await expectSuppressionAndBatch(c, () => feedback.unsubscribe(String(c.suppressed)))
+    expect(await countersOf(c.high.id)).toMatchObject({ sent: 2, delivered: 1, unsubscribed: 1 })
+  })
+
+  it('retrying failed recipients and a batch of delivery events over the same rows both commit', async () => {
+    const campaign = await seedCampaign('sent', [1, 2, 3, 4, 5, 6].map((i) => ({ email: `failed-${seq}-${i}@example.com`, status: 'failed' as const })))
+    const ids = campaign.recipients
+    // The retry's update on connections without index scans, as a large campaign with many failed rows would be planned: it
+    // visits the rows through hash joins, not in id order (here the highest first; without its explicit lock it deadlocks).
+    const scanning = new pg.Pool({ connectionString: database.url, max: 2, options: '-c enable_indexscan=off -c enable_bitmapscan=off' })
+    const retrying = new CampaignService({ db: drizzle(scanning), defaultFrom: 'News <news@example.com>', stats })
+    const [batch, retry] = await queuedBehind(
+      `select 1 from campaign_recipients where id = ${ids[0]} for update`,
+      // A late `failed` event for every row: it changes nothing, but locks them.
+      () => feedback.applyDeliveryEvents(ids.map((id) => ({ providerId: `p-${id}`, event: 'failed' as const })), async () => {}),
+      () => retrying.retryFailedRecipients(campaign.id),
+    ).finally(() => scanning.end())
+    expect(batch).toEqual({ status: 'fulfilled', value: ids.map(() => expect.objectContaining({ status: 'unchanged' })) })
+    expect(retry).toMatchObject({ status: 'fulfilled', value: { status: 'sending' } })
+    expect(await Promise.all(ids.map(statusOf))).toEqual(ids.map(() => 'queued'))
+    expect(await countersOf(campaign.id)).toMatchObject({ queued: 6, failed: 0 })
+  })
+})
+
+interface SuppressionCase {
+  low: { id: string }
+  high: { id: string }
+  /** The suppressed address's queued row in `low`. */
+  queuedIn: number
+  /** The recipient whose bounce or unsubscribe suppresses the address, in `high`. */
+  suppressed: number
+  /** One accepted recipient in each campaign, delivered by the batch. */
+  delivered: [number, number]
+}
+
+/** Two sending campaigns, `low` first in campaign id order (seeded again until the random ids fall that way). */
+async function seedOrdered(): Promise<SuppressionCase> {
+  for (;;) {
+    const address = `leaving-${seq}@example.com`
+    const one = await seedCampaign('sending', [{ email: address, status: 'queued' }, { email: `p-${seq}@example.com`, status: 'accepted' }])
+    const two = await seedCampaign('sending', [{ email: address, status: 'accepted' }, { email: `q-${seq}@example.com`, status: 'accepted' }])
+    if (one.id < two.id) return { low: one, high: two, queuedIn: one.recipients[0]!, suppressed: two.recipients[0]!, delivered: [one.recipients[1]!, two.recipients[1]!] }
+    await db.execute(sql`update campaigns set status = 'cancelled' where id in (${one.id}, ${two.id})`)
+  }
+}
+
+/**
+ * The batch waits for `low`'s counters, holding its recipients; the suppression then locks its
+ * recipient and, taking counters as its statements reached them, `high`'s, before it waits for
+ * `low`'s too. Let go, the batch would wait for `high`: a cycle, unless both take counters in order.
+ */
+async function expectSuppressionAndBatch(c: SuppressionCase, suppress: () => Promise<unknown>): Promise<void> {
+  const [batch, suppression] = await queuedBehind(
+    `select 1 from campaign_stats where campaign_id = '${c.low.id}' for update`,
+    () => feedback.applyDeliveryEvents(c.delivered.map((id) => ({ providerId: `p-${id}`, event: 'delivered' as const })), async () => {}),
+    suppress,
+  )
+  expect(batch).toEqual({ status: 'fulfilled', value: [expect.objectContaining({ status: 'changed' }), expect.objectContaining({ status: 'changed' })] })
+  expect(suppression).toMatchObject({ status: 'fulfilled' })
+  expect(await statusOf(c.queuedIn)).toBe('suppressed')
+  expect(await countersOf(c.low.id)).toMatchObject({ queued: 0, suppressed: 1, sent: 1, delivered: 1 })
+}
