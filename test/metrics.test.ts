@@ -180,6 +180,21 @@ describe('GET /metrics: domain metrics', () => {
     expect(last.value('groundwork_queue_depth', { queue: 'file_steps' })).toBe(0)
   })
 
+  it('labels a document of several operations by the one the request names, posted or in the query string', async () => {
+    const authorization = `Bearer ${ctx.t.token('user')}`
+    const query = 'query LabelFirst { viewer { id } } query LabelSecond { viewer { email } }'
+    const post = await ctx.t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization }, payload: { query, operationName: 'LabelSecond' } })
+    expect(post.json()).toEqual({ data: { viewer: { email: expect.anything() } } })
+    const get = await ctx.t.app.inject({ method: 'GET', url: `/graphql?${new URLSearchParams({ query, operationName: 'LabelSecond' })}`, headers: { authorization } })
+    expect(get.json()).toEqual({ data: { viewer: { email: expect.anything() } } })
+    // Naming none of them is graphql-js's error, labelled as no operation.
+    const unnamed = await ctx.t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization }, payload: { query } })
+    expect(unnamed.json().errors[0].message).toMatch(/operation name/i)
+    await changes()
+    expect(last.value('graphql_operation_duration_seconds_count', { operation: 'LabelSecond', type: 'query', outcome: 'ok' })).toBe(2)
+    expect(last.labelValues('graphql_operation_duration_seconds_count', 'operation').has('LabelFirst')).toBe(false)
+  })
+
   it('keeps label cardinality bounded whatever clients send', async () => {
     const token = ctx.t.token('user')
     for (let i = 0; i < 300; i++) await ctx.t.gql(`query Op${i}_${Math.random().toString(36).slice(2, 8)} { viewer { id } }`, {}, token)

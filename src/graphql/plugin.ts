@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { GraphQLError, Kind, type ExecutionResult, type ValidationRule } from 'graphql'
+import { GraphQLError, Kind, type DocumentNode, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
 import { processRequest, Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { databaseUnavailable } from '../lib/database-unavailable'
@@ -89,11 +89,11 @@ type Timed = { [timing]?: { start: bigint; operation: string; type: string } }
 function observeOperations(app: FastifyInstance) {
   const seen = new Set<string>()
   app.graphql.addHook('preExecution', async (_schema, document, context) => {
-    const op = document.definitions.find((d) => d.kind === 'OperationDefinition')
+    const op = operationToRun(document, context)
     ;(context as Timed)[timing] = {
       start: process.hrtime.bigint(),
-      operation: operationLabel(op && 'name' in op ? op.name?.value : undefined, seen),
-      type: op && 'operation' in op ? op.operation : 'unknown',
+      operation: operationLabel(op?.name?.value, seen),
+      type: op?.operation ?? 'unknown',
     }
   })
   app.graphql.addHook('onResolution', async (execution, context) => {
@@ -102,6 +102,19 @@ function observeOperations(app: FastifyInstance) {
     const seconds = Number(process.hrtime.bigint() - t.start) / 1e9
     app.metrics.graphqlDuration.observe({ operation: t.operation, type: t.type, outcome: execution.errors?.length ? 'error' : 'ok' }, seconds)
   })
+}
+
+/**
+ * The operation a request runs: its document's only one, or the one its `operationName` (body or
+ * query string) names; undefined when it names none of them (graphql-js then answers an error).
+ */
+function operationToRun(document: DocumentNode, context: MercuriusContext): OperationDefinitionNode | undefined {
+  const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION)
+  if (operations.length <= 1) return operations[0]
+  const request = context.reply?.request
+  const params = (request?.method === 'GET' ? request.query : request?.body) as { operationName?: unknown } | undefined
+  const name = params?.operationName
+  return typeof name === 'string' ? operations.find((o) => o.name?.value === name) : undefined
 }
 
 function contextFor(app: FastifyInstance, authorization: string | undefined, requestId: string): Pick<GraphQLContext, 'viewer' | 'authError' | 'services' | 'requestId'> {
