@@ -2,6 +2,8 @@ import { PassThrough } from 'node:stream'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy'
+import { TEST_REDIS_URL } from './helpers/services'
+import { closeRedis, createRedis, whenReady } from '../src/infra/redis'
 
 // A hang here means waiting on Redis until it returns, which is forever: the limits only have to tell
 // that apart from a slow machine. Every Redis wait in the app is bounded by 1-2 s (command and connect
@@ -81,5 +83,29 @@ describe('the app when Redis is down at boot', () => {
     const res = await withinLimit(t.gql('{ cacheStats { backend misses } }', {}, t.token('admin')))
     expect(res.data).toEqual({ cacheStats: { backend: 'redis', misses: 0 } })
     expect(await withinLimit(t.app.services.cache.getOrSet('k', async () => 42))).toBe(42)
+  })
+})
+
+describe('whenReady (boot and the event bus wait with it)', () => {
+  it('says true once a connection is ready', async () => {
+    const redis = createRedis({ url: TEST_REDIS_URL })
+    try {
+      expect(await withinLimit(whenReady(redis, REQUEST_LIMIT_MS))).toBe(true)
+      expect(await whenReady(redis, 0)).toBe(true)
+    } finally {
+      await closeRedis(redis)
+    }
+  })
+
+  it('says false at the first failed attempt, not at the end of its wait', async () => {
+    const proxy = await startTcpProxy(6379)
+    await proxy.stop()
+    const redis = createRedis({ url: `redis://127.0.0.1:${proxy.port}` })
+    try {
+      // Waiting out its own limit would fail here.
+      expect(await withinLimit(whenReady(redis, 10 * BOOT_LIMIT_MS))).toBe(false)
+    } finally {
+      await closeRedis(redis)
+    }
   })
 })

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import { Redis } from 'ioredis'
 import mqemitter, { type MQEmitter } from 'mqemitter'
+import { whenReady } from './redis'
 
 /**
  * The pub/sub behind GraphQL subscriptions. Mercurius consumes `emitter` directly; services
@@ -63,28 +64,7 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }): 
   }
 }
 
-interface RedisConnection {
-  status: string
-  disconnect(): void
-  once(event: 'ready', listener: () => void): void
-  off(event: 'ready', listener: () => void): void
-}
-type RedisEmitter = MQEmitter & { subConn: RedisConnection; pubConn: RedisConnection }
-
-function whenReady(connection: RedisConnection, timeoutMs: number): Promise<boolean> {
-  if (connection.status === 'ready') return Promise.resolve(true)
-  return new Promise((resolve) => {
-    const onReady = () => {
-      clearTimeout(timer)
-      resolve(true)
-    }
-    const timer = setTimeout(() => {
-      connection.off('ready', onReady)
-      resolve(false)
-    }, timeoutMs)
-    connection.once('ready', onReady)
-  })
-}
+type RedisEmitter = MQEmitter & { subConn: Redis; pubConn: Redis }
 
 function createRedisEmitter(url: string, prefix: string): RedisEmitter {
   const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: new (prefix: string, opts: object) => MQEmitter }

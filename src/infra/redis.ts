@@ -81,6 +81,27 @@ function createCluster(opts: RedisConnectionOptions): Cluster {
   return cluster
 }
 
+/**
+ * Whether the connection is ready within `timeoutMs`. Gives up at its first failed attempt (refused,
+ * timed out): the caller then goes on degraded, and ioredis keeps reconnecting in the background.
+ */
+export function whenReady(redis: Redis | Cluster, timeoutMs: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer)
+      redis.off('ready', onReady)
+      redis.off('error', onError)
+      resolve(ok)
+    }
+    const onReady = () => done(true)
+    const onError = () => done(false)
+    const timer = setTimeout(() => done(false), timeoutMs)
+    redis.once('ready', onReady)
+    redis.once('error', onError)
+  })
+}
+
 /** Waits for pending replies when connected, but never longer than `timeoutMs`. */
 export async function closeRedis(redis: Redis | Cluster, timeoutMs = CLOSE_TIMEOUT_MS): Promise<void> {
   if (redis.status === 'end') return

@@ -9,7 +9,7 @@ import { createEventBus, type EventBus } from '../infra/events'
 import { createOutboxTransport } from '../infra/mail/outbox'
 import { createResendTransport } from '../infra/mail/resend'
 import type { MailTransport } from '../infra/mail/types'
-import { closeRedis, createRedis } from '../infra/redis'
+import { closeRedis, createRedis, whenReady } from '../infra/redis'
 import { createDiskStorage } from '../infra/storage/disk'
 import { createS3Storage } from '../infra/storage/s3'
 import { createUrlSigner, type UrlSigner } from '../infra/storage/signed-url'
@@ -81,30 +81,13 @@ export const redisPlugin = fp(
     app.addHook('onClose', () => closeRedis(redis))
     // Give Redis a moment to connect so the first requests use it; past that, or as soon as the first
     // attempt fails (refused, timed out), boot anyway and degrade.
-    const connected = await waitForReady(redis, REDIS_BOOT_WAIT_MS)
+    const connected = await whenReady(redis, REDIS_BOOT_WAIT_MS)
     if (!connected) app.log.warn('Redis is not reachable: serving from memory and the database until it is')
   },
   { name: 'redis' },
 )
 
 const REDIS_BOOT_WAIT_MS = 2_000
-
-function waitForReady(redis: Redis | Cluster, timeoutMs: number): Promise<boolean> {
-  if (redis.status === 'ready') return Promise.resolve(true)
-  return new Promise((resolve) => {
-    const done = (ok: boolean) => {
-      clearTimeout(timer)
-      redis.off('ready', onReady)
-      redis.off('error', onError)
-      resolve(ok)
-    }
-    const onReady = () => done(true)
-    const onError = () => done(false)
-    const timer = setTimeout(() => done(false), timeoutMs)
-    redis.once('ready', onReady)
-    redis.once('error', onError)
-  })
-}
 
 export const storagePlugin = fp(
   async (app: FastifyInstance) => {
