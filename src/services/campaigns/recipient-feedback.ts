@@ -193,9 +193,7 @@ export class RecipientFeedbackService {
           returning r.id
         ), counted as (
           update campaign_stats s set
-            sent = sent + ${delta('sent')}, delivered = delivered + ${delta('delivered')}, bounced = bounced + ${delta('bounced')},
-            complained = complained + ${delta('complained')}, failed = failed + ${delta('failed')}, suppressed = suppressed + ${delta('suppressed')},
-            updated_at = now()
+            ${sql.join(COUNTERS.map((c) => sql`${sql.identifier(c)} = s.${sql.identifier(c)} + ${delta(c)}`), sql`, `)}, updated_at = now()
           from target t where s.campaign_id = t.campaign_id and exists (select 1 from updated)
           returning 1
         )
@@ -266,10 +264,9 @@ export class RecipientFeedbackService {
         const column = (counter: CountedIn) => sql.param(campaigns.map((id) => deltas.get(id)![counter]))
         await tx.execute(sql`
           update campaign_stats s set
-            sent = s.sent + v.sent, delivered = s.delivered + v.delivered, bounced = s.bounced + v.bounced,
-            complained = s.complained + v.complained, failed = s.failed + v.failed, suppressed = s.suppressed + v.suppressed, updated_at = now()
-          from unnest(${sql.param(campaigns)}::uuid[], ${column('sent')}::int[], ${column('delivered')}::int[], ${column('bounced')}::int[],
-            ${column('complained')}::int[], ${column('failed')}::int[], ${column('suppressed')}::int[]) as v(campaign_id, sent, delivered, bounced, complained, failed, suppressed)
+            ${sql.join(COUNTERS.map((c) => sql`${sql.identifier(c)} = s.${sql.identifier(c)} + v.${sql.identifier(c)}`), sql`, `)}, updated_at = now()
+          from unnest(${sql.param(campaigns)}::uuid[], ${sql.join(COUNTERS.map((c) => sql`${column(c)}::int[]`), sql`, `)})
+            as v(campaign_id, ${sql.join(COUNTERS.map((c) => sql.identifier(c)), sql`, `)})
           where s.campaign_id = v.campaign_id`)
       }
       await within(tx, result)
