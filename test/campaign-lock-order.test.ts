@@ -13,6 +13,9 @@ import type { CampaignStatsPublisher } from '../src/services/campaigns/campaign-
 import { CampaignService } from '../src/services/campaigns/campaign-service'
 import { RecipientFeedbackService } from '../src/services/campaigns/recipient-feedback'
 import type { UnsubscribeLinks } from '../src/services/campaigns/unsubscribe-links'
+import { EngagementWriter } from '../src/services/tracking/engagement-writer'
+import { EventType } from '../src/services/tracking/event-types'
+import { RollupTally } from '../src/services/tracking/rollup-tally'
 import { createTestDatabase } from './helpers/services'
 
 let database: Awaited<ReturnType<typeof createTestDatabase>>
@@ -102,59 +105,146 @@ async function statusOf(recipientId: number): Promise<string> {
 }
 
 async function countersOf(campaignId: string) {
-  const result = await db.execute<Record<string, number>>(sql`select queued, sent, delivered, bounced, failed, suppressed, unsubscribed from campaign_stats where campaign_id = ${campaignId}`)
+  const result = await db.execute<Record<string, number>>(sql`select queued, sent, delivered, bounced, failed, suppressed, unsubscribed, unique_opens from campaign_stats where campaign_id = ${campaignId}`)
   return result.rows[0]
 }
 
 /** Runs `first` and `second` behind a lock the gate holds on `lockedRow`, queued in that order, then lets go. */
 async function queuedBehind(lockedRow: string, first: () => Promise<unknown>, second: () => Promise<unknown>) {
-  await gate.query('begin')
-  await gate.query(lockedRow)
   const running: Promise<unknown>[] = []
+  await gate.query('begin')
   try {
+    await gate.query(lockedRow)
     running.push(first())
     await waiters(1, running)
     running.push(second())
     await waiters(2, running)
   } finally {
+    // (After a failed statement, this ends the aborted transaction.)
     await gate.query('commit')
   }
-  return Promise.allSettled(running)
+  const [a, b] = await Promise.allSettled(running)
+  return [a!, b!] as const
 }
 
+const statsRow = (campaignId: string) => `select 1 from campaign_stats where campaign_id = '${campaignId}' for update`
+const bounce = (recipientId: number) => () => feedback.applyDeliveryEvent({ providerId: `p-${recipientId}` }, 'bounced')
+const deliver = (recipientIds: number[]) => () =>
+  feedback.applyDeliveryEvents(recipientIds.map((id) => ({ providerId: `p-${id}`, event: 'delivered' as const })), async () => {})
+/** First human opens, oldest first in this order, stored by a writer of their own. */
+const open = (recipientIds: number[]) => () =>
+  new EngagementWriter(db, { scannerWindowMs: 0 }).write(recipientIds.map((recipientId, i) => ({ type: EventType.open, recipientId, at: Date.now() - 1_000 + i, machine: false })))
+
 describe('lock order of campaign counters', () => {
-  it('a bounce that drops queued rows elsewhere and a batch of delivery events over both campaigns both commit', async () => {
+  // Two sending campaigns, `low` first in campaign id order; the suppressed address is still queued in `low`.
+  // Each suppression takes `low`'s and `high`'s counters; the other writer takes both too, listed high first.
+
+  it('a bounce that drops queued rows elsewhere, and a batch of delivery events over both campaigns', async () => {
     const c = await seedOrdered()
-    await expectSuppressionAndBatch(c, () => feedback.applyDeliveryEvent({ providerId: `p-${c.suppressed}` }, 'bounced'))
+    // The batch waits for `low`'s counters, holding its recipients. Taking counters as its statements reached them,
+    // the bounce would lock `high`'s (its own) and then wait for `low`'s; let go, the batch would wait for `high`'s.
+    const [batch, bounced] = await queuedBehind(statsRow(c.low.id), deliver(c.delivered), bounce(c.suppressed))
+    expectCommitted(batch, bounced)
     expect(await statusOf(c.suppressed)).toBe('bounced')
+    await expectDropped(c)
     expect(await countersOf(c.high.id)).toMatchObject({ sent: 2, bounced: 1, delivered: 1 })
+    expect(await countersOf(c.low.id)).toMatchObject({ sent: 1, delivered: 1 })
   })
 
-  it('an unsubscribe that drops queued rows elsewhere and a batch of delivery events over both campaigns both commit', async () => {
+  it('an unsubscribe that drops queued rows elsewhere, and a batch of delivery events over both campaigns', async () => {
     const c = await seedOrdered()
-    await expectSuppressionAndBatch(c, () => feedback.unsubscribe(String(c.suppressed)))
+    const [batch, unsubscribed] = await queuedBehind(statsRow(c.low.id), deliver(c.delivered), () => feedback.unsubscribe(String(c.suppressed)))
+    expectCommitted(batch, unsubscribed)
+    await expectDropped(c)
     expect(await countersOf(c.high.id)).toMatchObject({ sent: 2, delivered: 1, unsubscribed: 1 })
   })
 
-  it('retrying failed recipients and a batch of delivery events over the same rows both commit', async () => {
+  it('a batch of delivery events listing the later campaign first, and a bounce', async () => {
+    const c = await seedOrdered()
+    // Locking counters in the order of its items, the batch would wait for `high`'s first, holding none; the bounce
+    // then takes `low`'s and waits for `high`'s too. Let go, the batch would get `high`'s and wait for `low`'s.
+    const [batch, bounced] = await queuedBehind(statsRow(c.high.id), deliver([...c.delivered].reverse()), bounce(c.suppressed))
+    expectCommitted(batch, bounced)
+    await expectDropped(c)
+    expect(await countersOf(c.high.id)).toMatchObject({ sent: 2, bounced: 1, delivered: 1 })
+  })
+
+  it('stored opens of both campaigns, the later campaign first, and a bounce', async () => {
+    const c = await seedOrdered()
+    // The same with the engagement writer, whose counters are listed in the order of its hits.
+    const [opened, bounced] = await queuedBehind(statsRow(c.high.id), open([...c.delivered].reverse()), bounce(c.suppressed))
+    expectCommitted(opened, bounced)
+    await expectDropped(c)
+    const uniques = await db.execute<{ unique_opens: number }>(sql`select unique_opens from campaign_stats where campaign_id in (${c.low.id}, ${c.high.id})`)
+    expect(uniques.rows.map((r) => r.unique_opens)).toEqual([1, 1])
+  })
+
+  it('two unsubscribes of one address, one from a row queued again, each dropping the other rows', async () => {
+    // The address is queued in two campaigns, the later row after a retry re-queued it, and was sent in a third.
+    const address = `twice-${seq}@example.com`
+    const first = await seedCampaign('sending', [{ email: address, status: 'queued' }])
+    const second = await seedCampaign('sending', [{ email: address, status: 'queued' }])
+    const sent = await seedCampaign('sending', [{ email: address, status: 'accepted' }])
+    // Locking its own row first, each unsubscribe would hold a row the other one waits for.
+    const [a, b] = await queuedBehind(
+      `select 1 from campaign_recipients where id = ${first.recipients[0]} for update`,
+      () => feedback.unsubscribe(String(sent.recipients[0])),
+      () => feedback.unsubscribe(String(second.recipients[0])),
+    )
+    expectCommitted(a, b)
+    expect([await statusOf(first.recipients[0]!), await statusOf(second.recipients[0]!)]).toEqual(['suppressed', 'suppressed'])
+  })
+
+  it('retrying failed recipients, and a batch of late delivery events over the same rows that writes rollups', async () => {
     const campaign = await seedCampaign('sent', [1, 2, 3, 4, 5, 6].map((i) => ({ email: `failed-${seq}-${i}@example.com`, status: 'failed' as const })))
     const ids = campaign.recipients
-    // The retry's update on connections without index scans, as a large campaign with many failed rows would be planned: it
-    // visits the rows through hash joins, not in id order (here the highest first; without its explicit lock it deadlocks).
+    // The retry's update on connections without index scans, as a large campaign with many failed rows would be planned:
+    // it visits the rows through hash joins, here the highest id first (PostgreSQL 15; another plan could visit them in
+    // id order, and this test would pass without the retry's explicit lock).
     const scanning = new pg.Pool({ connectionString: database.url, max: 2, options: '-c enable_indexscan=off -c enable_bitmapscan=off' })
     const retrying = new CampaignService({ db: drizzle(scanning), defaultFrom: 'News <news@example.com>', stats })
     const [batch, retry] = await queuedBehind(
       `select 1 from campaign_recipients where id = ${ids[0]} for update`,
-      // A late `failed` event for every row: it changes nothing, but locks them.
-      () => feedback.applyDeliveryEvents(ids.map((id) => ({ providerId: `p-${id}`, event: 'failed' as const })), async () => {}),
+      // A late `failed` event for every row changes nothing but locks them; its rollup row references the campaign, as the
+      // webhook processor's does (a new one takes a key share lock on the campaign row).
+      () =>
+        feedback.applyDeliveryEvents(ids.map((id) => ({ providerId: `p-${id}`, event: 'failed' as const })), async (tx) => {
+          const tally = new RollupTally()
+          tally.add(campaign.id, Date.now(), EventType.failed, { count: 1 })
+          await tally.writeRollups(tx)
+        }),
       () => retrying.retryFailedRecipients(campaign.id),
     ).finally(() => scanning.end())
+    expectCommitted(batch, retry)
     expect(batch).toEqual({ status: 'fulfilled', value: ids.map(() => expect.objectContaining({ status: 'unchanged' })) })
     expect(retry).toMatchObject({ status: 'fulfilled', value: { status: 'sending' } })
     expect(await Promise.all(ids.map(statusOf))).toEqual(ids.map(() => 'queued'))
     expect(await countersOf(campaign.id)).toMatchObject({ queued: 6, failed: 0 })
   })
+
+  it("retrying failed recipients, and a stored open that adds the campaign's first rollup row", async () => {
+    const campaign = await seedCampaign('sent', [{ email: `opener-${seq}@example.com`, status: 'accepted' }, ...[1, 2, 3].map((i) => ({ email: `failed-${seq}-${i}@example.com`, status: 'failed' as const }))])
+    // The writer waits for the counters; the retry locks the campaign row and waits for them too. Let go, the writer's
+    // rollup row would wait for the campaign row if the retry held it `for update`.
+    const [opened, retry] = await queuedBehind(statsRow(campaign.id), open([campaign.recipients[0]!]), () =>
+      new CampaignService({ db, defaultFrom: 'News <news@example.com>', stats }).retryFailedRecipients(campaign.id),
+    )
+    expectCommitted(opened, retry)
+    expect(await countersOf(campaign.id)).toMatchObject({ queued: 3, failed: 0 })
+  })
 })
+
+/** Neither writer was aborted (a deadlock is PostgreSQL's 40P01, one of the two rejected). */
+function expectCommitted(...outcomes: PromiseSettledResult<unknown>[]): void {
+  for (const outcome of outcomes) {
+    if (outcome.status === 'rejected') throw new Error(`a writer failed: ${String((outcome.reason as { cause?: unknown }).cause ?? outcome.reason)}`)
+  }
+}
+
+async function expectDropped(c: SuppressionCase): Promise<void> {
+  expect(await statusOf(c.queuedIn)).toBe('suppressed')
+  expect(await countersOf(c.low.id)).toMatchObject({ queued: 0, suppressed: 1 })
+}
 
 interface SuppressionCase {
   low: { id: string }
@@ -178,19 +268,3 @@ async function seedOrdered(): Promise<SuppressionCase> {
   }
 }
 
-/**
- * The batch waits for `low`'s counters, holding its recipients; the suppression then locks its
- * recipient and, taking counters as its statements reached them, `high`'s, before it waits for
- * `low`'s too. Let go, the batch would wait for `high`: a cycle, unless both take counters in order.
- */
-async function expectSuppressionAndBatch(c: SuppressionCase, suppress: () => Promise<unknown>): Promise<void> {
-  const [batch, suppression] = await queuedBehind(
-    `select 1 from campaign_stats where campaign_id = '${c.low.id}' for update`,
-    () => feedback.applyDeliveryEvents(c.delivered.map((id) => ({ providerId: `p-${id}`, event: 'delivered' as const })), async () => {}),
-    suppress,
-  )
-  expect(batch).toEqual({ status: 'fulfilled', value: [expect.objectContaining({ status: 'changed' }), expect.objectContaining({ status: 'changed' })] })
-  expect(suppression).toMatchObject({ status: 'fulfilled' })
-  expect(await statusOf(c.queuedIn)).toBe('suppressed')
-  expect(await countersOf(c.low.id)).toMatchObject({ queued: 0, suppressed: 1, sent: 1, delivered: 1 })
-}

@@ -177,11 +177,13 @@ export class CampaignService {
   async retryFailedRecipients(id: string): Promise<CampaignRow> {
     const { db } = this.deps
     const result = await db.transaction(async (tx) => {
-      const [current] = isUuid(id) ? await tx.select().from(campaigns).where(eq(campaigns.id, id)).for('update') : []
+      // `no key update`, as an update takes: it still serialises retries and status changes, but not the rows
+      // that reference the campaign (a new rollup or link row takes a key share lock on it after its counters).
+      const [current] = isUuid(id) ? await tx.select().from(campaigns).where(eq(campaigns.id, id)).for('no key update') : []
       if (!current) throw new NotFoundError('Campaign', id)
       if (!['sending', 'paused', 'sent'].includes(current.status)) throw new ConflictError(`A ${current.status} campaign has no failed recipients to retry`)
       // In id order, as a batch of delivery events locks them (a failed row may get a late event): the update alone locks them in scan order.
-      await tx.execute(sql`select 1 from campaign_recipients where campaign_id = ${id} and status = 'failed' order by id for update`)
+      await tx.execute(sql`select 1 from campaign_recipients where campaign_id = ${id} and status = 'failed' order by id for no key update`)
       const requeued = await tx.execute<{ n: number }>(sql`
         with requeued as (
           update campaign_recipients r set status = 'queued', batch_id = null, reason = null, provider_id = null, updated_at = now(),

@@ -134,7 +134,7 @@ export class RecipientFeedbackService {
     const scope = this.deps.unsubscribeScope ?? 'global'
     const outcome = await db.transaction(async (txn) => {
       const tx = txn as unknown as Database
-      await lockTargetForSuppression(tx, sql`id = ${verified.recipientId}`)
+      const locked = await lockTargetForSuppression(tx, sql`id = ${verified.recipientId}`, () => true)
       const found = await tx.execute<{ id: string; email: string; campaign_id: string; first: boolean }>(sql`
         with target as (select id, email, campaign_id, unsubscribed_at from campaign_recipients where id = ${verified.recipientId}),
         marked as (
@@ -150,7 +150,9 @@ export class RecipientFeedbackService {
       const row = found.rows[0]
       if (!row) return null
       const touched =
-        scope === 'global' ? await suppressAddress(tx, row.email, 'unsubscribed', `campaign:${row.campaign_id}`) : await unsubscribeFromAudiences(tx, row.email, row.campaign_id)
+        scope === 'global'
+          ? await suppressAddress(tx, row.email, 'unsubscribed', `campaign:${row.campaign_id}`, { locked })
+          : await unsubscribeFromAudiences(tx, row.email, row.campaign_id, { locked })
       return { ...row, touched }
     })
     if (!outcome) return { ok: false, reason: 'unknown' }
@@ -180,11 +182,13 @@ export class RecipientFeedbackService {
     // Other campaigns whose queued rows a suppression dropped.
     let touched: string[] = []
     const outcome = await db.transaction(async (tx) => {
-      if (suppresses(event)) await lockTargetForSuppression(tx as unknown as Database, targetRow)
+      // Only when the event can move the recipient: a duplicate, or an event ahead of our record of the send, locks nothing more.
+      const locked = suppresses(event) && (await lockTargetForSuppression(tx as unknown as Database, targetRow, (status) => canMove(status, event)))
       const result = await tx.execute<{ id: string; campaign_id: string; email: string; previous: string; changed: number }>(sql`
         with target as (
           select id, campaign_id, email, status from campaign_recipients
           where ${targetRow}
+          order by id
           limit 1
           for update
         ), updated as (
@@ -205,7 +209,7 @@ export class RecipientFeedbackService {
       if (row.previous === 'queued' || row.previous === 'sending') return { status: 'pending', ...found } as DeliveryOutcome
       const settled: DeliveryOutcome = { status: Number(row.changed) > 0 ? 'changed' : 'unchanged', ...found }
       if (settled.status === 'changed' && suppresses(event)) {
-        touched = await suppressAddress(tx as unknown as Database, row.email, event === 'suppressed' ? (options.suppressAs ?? 'bounced') : event, `campaign:${row.campaign_id}`)
+        touched = await suppressAddress(tx as unknown as Database, row.email, event === 'suppressed' ? (options.suppressAs ?? 'bounced') : event, `campaign:${row.campaign_id}`, { locked })
       }
       await options.within?.(tx as unknown as Database, settled)
       return settled
@@ -307,11 +311,18 @@ export class RecipientFeedbackService {
  * marked, and queued recipients not yet in a batch become `suppressed` (a formed batch is left
  * alone, since its payload is fixed under its idempotency key). Returns the campaigns whose
  * counters moved: the caller tells the stats publisher (changedMany) once its transaction commits.
- * Runs inside the caller's transaction (its locks must last until the commit: see lockForSuppression).
+ * Runs inside the caller's transaction (its locks must last until the commit: see lockForSuppression);
+ * `locked`: the caller took those locks already, before its own writes.
  */
-export async function suppressAddress(db: Database, email: string, reason: 'unsubscribed' | 'bounced' | 'complained' | 'manual', source: string): Promise<string[]> {
+export async function suppressAddress(
+  db: Database,
+  email: string,
+  reason: 'unsubscribed' | 'bounced' | 'complained' | 'manual',
+  source: string,
+  options: { locked?: boolean } = {},
+): Promise<string[]> {
   const lower = email.toLowerCase()
-  await lockForSuppression(db, lower)
+  if (!options.locked) await lockForSuppression(db, lower)
   await db.execute(sql`insert into suppressions (email, reason, source) values (${lower}, ${reason}, ${source}) on conflict (email) do nothing`)
   if (reason !== 'manual') {
     await db.execute(sql`update contacts set status = ${reason}::contact_status, updated_at = now() where lower(email) = ${lower} and status = 'subscribed'`)
@@ -325,9 +336,9 @@ export async function suppressAddress(db: Database, email: string, reason: 'unsu
  * contact with the address in any of its audiences, the same answer sending it now would give.
  * Returns the campaigns whose counters moved, as suppressAddress does.
  */
-export async function unsubscribeFromAudiences(db: Database, email: string, campaignId: string): Promise<string[]> {
+export async function unsubscribeFromAudiences(db: Database, email: string, campaignId: string, options: { locked?: boolean } = {}): Promise<string[]> {
   const lower = email.toLowerCase()
-  await lockForSuppression(db, lower)
+  if (!options.locked) await lockForSuppression(db, lower)
   await db.execute(sql`
     update contacts k set status = 'unsubscribed', updated_at = now()
     from campaigns c
@@ -341,30 +352,38 @@ export async function unsubscribeFromAudiences(db: Database, email: string, camp
 }
 
 /** The address's queued rows not yet in a batch, in campaigns still sending (`r` joined with `campaigns c`): what a suppression takes out. */
-const droppable = (lower: string) => sql`c.id = r.campaign_id and c.status in ('sending', 'paused') and lower(r.email) = ${lower} and r.status = 'queued' and r.batch_id is null`
+const droppable = (lower: string) => sql`c.status in ('sending', 'paused') and lower(r.email) = ${lower} and r.status = 'queued' and r.batch_id is null`
 
 /**
- * Locks what a suppression of the address will write, in the order of lockCampaignStats: its rows
- * that dropQueued may take, in id order (a superset: the audience scope takes fewer), then the
- * counters of their campaigns and of `campaignIds`. Taken piecemeal instead, as the statements
- * reach them, a batch of delivery events holding one of those counters could wait on this
- * transaction while it waits on the batch. Only useful inside a transaction; locks already held
- * are taken again at no cost.
+ * Locks what a suppression of the address will write, in the lock order of lockCampaignStats: the
+ * recipient rows (`target`, the unsubscribing or bouncing one, and the address's rows that
+ * dropQueued may take: a superset, the audience scope takes fewer) together in id order, then the
+ * counters of their campaigns, then the address's contacts in id order. Taken piecemeal instead, as
+ * the statements reach them, a batch of delivery events holding one of those counters could wait
+ * on this transaction while it waits on the batch. Only useful inside a transaction.
  */
-async function lockForSuppression(db: Database, lower: string, campaignIds: readonly string[] = []): Promise<void> {
-  const queued = await db.execute<{ campaign_id: string }>(sql`
-    select r.campaign_id from campaign_recipients r, campaigns c
-    where ${droppable(lower)}
+async function lockForSuppression(db: Database, lower: string, target?: number): Promise<void> {
+  const rows = await db.execute<{ campaign_id: string }>(sql`
+    select r.campaign_id from campaign_recipients r join campaigns c on c.id = r.campaign_id
+    where ${target === undefined ? droppable(lower) : sql`r.id = ${target} or (${droppable(lower)})`}
     order by r.id
-    for update of r`)
-  await lockCampaignStats(db, [...campaignIds, ...queued.rows.map((r) => r.campaign_id)])
+    for no key update of r`)
+  await lockCampaignStats(db, rows.rows.map((r) => r.campaign_id))
+  await db.execute(sql`select 1 from contacts where lower(email) = ${lower} order by id for no key update`)
 }
 
-/** lockForSuppression for the recipient `where` finds (an unsubscribe, a bounce), with the recipient itself first, then its campaign's counters with the rest. */
-async function lockTargetForSuppression(db: Database, where: SQL): Promise<void> {
-  const target = await db.execute<{ campaign_id: string; email: string }>(sql`select campaign_id, email from campaign_recipients where ${where} limit 1 for update`)
+/**
+ * lockForSuppression for the recipient `where` finds (an unsubscribe, a bounce), when `moves` says its
+ * current status would change; returns whether it locked. The row is read first without a lock, so
+ * that it is locked with the others, in id order.
+ */
+async function lockTargetForSuppression(db: Database, where: SQL, moves: (status: string) => boolean): Promise<boolean> {
+  const target = await db.execute<{ id: string; email: string; status: string }>(sql`
+    select id, email, status::text as status from campaign_recipients where ${where} order by id limit 1`)
   const row = target.rows[0]
-  if (row) await lockForSuppression(db, row.email.toLowerCase(), [row.campaign_id])
+  if (!row || !moves(row.status)) return false
+  await lockForSuppression(db, row.email.toLowerCase(), Number(row.id))
+  return true
 }
 
 /** Queued, unbatched rows of the address in campaigns still sending become `suppressed`, with their counters; returns those campaigns. */
@@ -373,7 +392,7 @@ async function dropQueued(db: Database, lower: string, reason: string, onlyIf: S
     with dropped as (
       update campaign_recipients r set status = 'suppressed', reason = ${reason}, updated_at = now()
       from campaigns c
-      where ${droppable(lower)}
+      where c.id = r.campaign_id and ${droppable(lower)}
         ${onlyIf}
       returning r.campaign_id
     )
