@@ -115,8 +115,8 @@ export function createPushGate(redis: Redis | Cluster | null, keyPrefix = ''): P
  * Lock order of the counters. A transaction that moves several campaigns' rows takes them in
  * campaign id order, after the campaign row (when it takes it) and the recipient rows it locks (in
  * id order when several), and before contacts, so two such transactions never wait on each other
- * in a cycle. An `update ... from unnest(...)` locks rows in
- * whatever order its plan visits them, so it runs after this explicit lock.
+ * in a cycle. An `update ... from unnest(...)` locks rows in whatever order its plan visits them,
+ * so it runs after this explicit lock.
  */
 export async function lockCampaignStats(db: Database, campaignIds: Iterable<string>): Promise<void> {
   const ids = [...new Set(campaignIds)]
