@@ -1,3 +1,4 @@
+import { parse } from 'graphql'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildTestApp, type TestApp } from './helpers/app'
 
@@ -66,6 +67,37 @@ describe.each([
       const q = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: '{ viewer { id } }' } })
       expect(q.statusCode).toBe(200)
     }
+  })
+
+  it('gives a subject one budget however its header is spelled, and made-up tokens none of their own', async () => {
+    const token = t.token('admin', 'respelled')
+    const mutation = 'mutation { invalidateCache(input: { keys: ["a"] }) { __typename } }'
+    const statuses: number[] = []
+    for (const authorization of [`Bearer ${token}`, `bearer  ${token}`, `BEARER\t${token}`, `Bearer    ${token}`]) {
+      statuses.push((await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization }, payload: { query: mutation } })).statusCode)
+    }
+    expect(statuses).toEqual([200, 200, 200, 429])
+    // recordConversion is public: a new made-up token each time still counts against the address.
+    const conversion = 'mutation { recordConversion(token: "1.0.1.x") { __typename } }'
+    const forged: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', remoteAddress: '198.51.100.7', headers: { authorization: `Bearer made-up-${i}` }, payload: { query: conversion } })
+      forged.push(res.statusCode)
+    }
+    expect(forged).toEqual([200, 200, 200, 429])
+  })
+
+  it('refuses a mutation sent as a JSON syntax tree instead of GraphQL text, uncounted by the text checks', async () => {
+    const token = t.token('admin', 'json-ast')
+    // What mercurius would run when the text does not parse: a tree, its keyword escaped out of sight.
+    const tree = JSON.stringify(parse('mutation { invalidateCache(input: { keys: ["a"] }) { __typename } }', { noLocation: true })).replace('"mutation"', '"\\u006dutation"')
+    for (const query of [tree, '{}', '123', '[1]', '"text"']) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query } })
+      expect(res.statusCode, query).toBe(400)
+      expect(JSON.stringify(res.json().errors), query).not.toContain('INTERNAL_SERVER_ERROR')
+    }
+    const res = await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: `Bearer ${token}` }, payload: { query: tree } })
+    expect(res.json()).toEqual({ data: null, errors: [expect.objectContaining({ message: 'The query must be a GraphQL document (text)', extensions: { code: 'GRAPHQL_PARSE_FAILED' } })] })
   })
 
   it('counts any document holding a mutation, whichever operation it names; a query that only mentions the word is not counted', async () => {

@@ -162,6 +162,16 @@ describe.each([
     }
   })
 
+  it('validates a subscription as a query: unknown fields and arguments of the wrong type are refused', async () => {
+    const admin = wsClient(url, t.token('admin'))
+    try {
+      await expect(collect(admin, 'subscription { cacheStats { nope } }', {}, () => true, 5_000).events).rejects.toThrow(/Cannot query field \W+nope/)
+      await expect(collect(admin, 'subscription { cacheStats(intervalMs: "soon") { hits } }', {}, () => true, 5_000).events).rejects.toThrow(/Int cannot represent/)
+    } finally {
+      await admin.dispose()
+    }
+  })
+
   it('pushes cacheStats snapshots to admins only', async () => {
     const admin = wsClient(url, t.token('admin'))
     const user = wsClient(url, t.token('user'))

@@ -176,6 +176,41 @@ describe.each([
     expect(res.json().errors[0].extensions.code).toBe('BAD_MULTIPART_REQUEST')
   })
 
+  /** A multipart request with this `map`, one small PDF as part "0", from nobody in particular. */
+  const withMap = (variables: Record<string, unknown>, map: Record<string, string[]>) => {
+    const boundary = 'gwmap'
+    const field = (name: string, value: string) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`
+    const payload = Buffer.concat([
+      Buffer.from(field('operations', JSON.stringify({ query: UPLOAD, variables })) + field('map', JSON.stringify(map))),
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="0"; filename="a.pdf"\r\nContent-Type: application/pdf\r\n\r\n`),
+      pdf(1000),
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ])
+    return t.app.inject({ method: 'POST', url: '/graphql', headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'graphql-require-preflight': '1' }, payload })
+  }
+
+  it('refuses map paths that leave the request data, and nothing outside it changes', async () => {
+    const call = Function.prototype.call
+    for (const path of ['variables.hasOwnProperty.call', 'variables.toString.name', 'variables.list.push.x', 'variables.file.x', 'variables.missing.x', 'variables.constructor', 'variables.__proto__', 'variables..file']) {
+      const res = await withMap({ file: null, list: [] }, { 0: [path] })
+      expect(res.statusCode, path).toBe(400)
+      expect(res.json().errors[0].extensions.code, path).toBe('BAD_MULTIPART_REQUEST')
+      expect(res.body, path).not.toMatch(/at .*\.(js|ts):\d+/)
+    }
+    expect(Object.prototype.hasOwnProperty.call).toBe(call)
+    expect(Object.prototype.toString.name).toBe('toString')
+    expect(Object.hasOwn(Array.prototype.push, 'x')).toBe(false)
+    // The app still serves, uploads included.
+    const result = await upload({ filename: 'after.pdf', contentType: 'application/pdf', content: pdf(1000) })
+    expect(result.file?.filename).toBe('after.pdf')
+  })
+
+  it('refuses one file mapped to two variables', async () => {
+    const res = await withMap({ file: null, other: null }, { 0: ['variables.file', 'variables.other'] })
+    expect(res.statusCode).toBe(400)
+    expect(res.json().errors[0]).toMatchObject({ message: 'Each file of a multipart request must be mapped to one variable', extensions: { code: 'BAD_MULTIPART_REQUEST' } })
+  })
+
   it('rejects an invalid uploadId', async () => {
     const result = await upload({ filename: 'a.pdf', contentType: 'application/pdf', content: pdf(1000) }, { uploadId: 'bad id/with#chars' })
     expect(result.__typename).toBe('ValidationError')

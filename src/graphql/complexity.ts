@@ -5,8 +5,12 @@ import { MAX_PAGE_SIZE } from './connection'
  * A query cost limit that needs no variable values, so mercurius can keep caching validated
  * queries. Each field costs 1 plus its children; a field with a `first` or `limit` argument
  * multiplies its children by that number (by the largest page size when it is a variable), so
- * nested connections cannot fan out unnoticed.
+ * nested connections cannot fan out unnoticed. Introspection counts too: `__typename` as a field, and
+ * each `__schema` or `__type` as INTROSPECTION_COST whatever it selects (a tool's introspection query
+ * fits many times over; thousands of aliased copies of it, each a full walk of the schema, do not).
  */
+export const INTROSPECTION_COST = 100
+
 export function queryCostRule(maxCost: number) {
   return (context: ValidationContext): ASTVisitor => {
     const fragments = new Map<string, FragmentDefinitionNode>()
@@ -17,8 +21,9 @@ export function queryCostRule(maxCost: number) {
       let total = 0
       for (const sel of set.selections) {
         if (sel.kind === Kind.FIELD) {
-          if (sel.name.value.startsWith('__')) continue
-          total += 1 + multiplier(sel.arguments ?? []) * costOf(sel.selectionSet, seen)
+          const name = sel.name.value
+          if (name === '__schema' || name === '__type') total += INTROSPECTION_COST
+          else total += 1 + multiplier(sel.arguments ?? []) * costOf(sel.selectionSet, seen)
         } else if (sel.kind === Kind.INLINE_FRAGMENT) {
           total += costOf(sel.selectionSet, seen)
         } else {
@@ -48,3 +53,57 @@ function multiplier(args: readonly ArgumentNode[]): number {
   if (arg.value.kind === Kind.INT) return Math.max(1, Number(arg.value.value))
   return MAX_PAGE_SIZE
 }
+
+/**
+ * Introspection's own depth limit. Tools' introspection queries nest `ofType` to read wrapped types
+ * (getIntrospectionQuery: depth 15), deeper than an app query needs to go; what they read is the
+ * schema, bounded whatever the nesting.
+ */
+export const INTROSPECTION_MAX_DEPTH = 20
+
+/**
+ * A depth limit: `maxDepth` levels of fields, and INTROSPECTION_MAX_DEPTH on paths through
+ * `__schema` or `__type`. Fragments add no level of their own.
+ */
+export function queryDepthRule(maxDepth: number) {
+  return (context: ValidationContext): ASTVisitor => {
+    const fragments = new Map<string, FragmentDefinitionNode>()
+    for (const def of context.getDocument().definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def)
+
+    /** The longest paths below `set`: those through no introspection field, and those through one. */
+    const depthOf = (set: SelectionSetNode | undefined, seen: ReadonlySet<string>): { plain: number; introspection: number } => {
+      const deepest = { plain: 0, introspection: 0 }
+      for (const sel of set?.selections ?? []) {
+        let below: { plain: number; introspection: number }
+        if (sel.kind === Kind.FIELD) {
+          const children = depthOf(sel.selectionSet, seen)
+          const name = sel.name.value
+          below =
+            name === '__schema' || name === '__type'
+              ? { plain: 0, introspection: 1 + Math.max(children.plain, children.introspection) }
+              : { plain: 1 + children.plain, introspection: children.introspection > 0 ? 1 + children.introspection : 0 }
+        } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+          below = depthOf(sel.selectionSet, seen)
+        } else {
+          const name = sel.name.value
+          if (seen.has(name)) continue // a cycle; NoFragmentCyclesRule reports it
+          below = depthOf(fragments.get(name)?.selectionSet, new Set([...seen, name]))
+        }
+        deepest.plain = Math.max(deepest.plain, below.plain)
+        deepest.introspection = Math.max(deepest.introspection, below.introspection)
+      }
+      return deepest
+    }
+
+    return {
+      OperationDefinition(node) {
+        const { plain, introspection } = depthOf(node.selectionSet, new Set())
+        const [depth, limit] = plain > maxDepth ? [plain, maxDepth] : [introspection, INTROSPECTION_MAX_DEPTH]
+        if (depth > limit) {
+          context.reportError(new GraphQLError(`The query is too deep: depth ${depth} exceeds the limit of ${limit}`, { nodes: [node], extensions: { code: 'QUERY_TOO_DEEP' } }))
+        }
+      },
+    }
+  }
+}
+

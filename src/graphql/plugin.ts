@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { GraphQLError, Kind, type DocumentNode, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
-import { processRequest, Upload } from 'graphql-upload-minimal'
+import { getOperationAST, GraphQLError, Kind, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
+import { Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { databaseUnavailable } from '../lib/database-unavailable'
 import { hookList } from '../lib/route-hooks'
@@ -10,7 +10,8 @@ import type { Viewer } from '../services/auth/jwt'
 import { planParts } from '../services/files/part-plan'
 import type { GraphQLContext } from './context'
 import { operationLabel } from '../plugins/metrics'
-import { queryCostRule } from './complexity'
+import { queryCostRule, queryDepthRule } from './complexity'
+import { processRequest } from './multipart-request'
 import { operationKinds } from './operation-kinds'
 import { schema } from './schema'
 
@@ -35,14 +36,13 @@ export const graphqlPlugin = fp(
     registerGetGuard(app)
 
     // A static rule list keeps mercurius's validated-query cache on.
-    const validationRules: ValidationRule[] = [queryCostRule(gql.maxComplexity)]
+    const validationRules: ValidationRule[] = [queryCostRule(gql.maxComplexity), queryDepthRule(gql.maxDepth)]
 
     await app.register(mercurius, {
       schema,
       path: GRAPHQL_PATH,
       graphiql: gql.graphiql,
       jit: 1,
-      queryDepth: gql.maxDepth,
       validationRules,
       context: (request: FastifyRequest) => contextFor(app, request.headers.authorization, request.id),
       subscription: {
@@ -64,6 +64,8 @@ export const graphqlPlugin = fp(
       errorFormatter: (execution, ctx) => formatErrors(execution, ctx),
     })
     runNamedOperation(app)
+    refuseOutOfPlace(app)
+    validateSubscriptions(app, validationRules)
     observeOperations(app)
   },
   { name: 'graphql', dependencies: ['services', 'events'] },
@@ -80,6 +82,44 @@ function runNamedOperation(app: FastifyInstance) {
     let operations = 0
     for (const d of document.definitions) if (d.kind === Kind.OPERATION_DEFINITION) operations++
     return operations > 1 ? { document: { ...document } } : undefined
+  })
+}
+
+/** A refusal of the request itself, answered with its status (see formatErrors). */
+function requestError(message: string, code: string, statusCode = 400): Error {
+  return Object.assign(new Error(message), { statusCode, code })
+}
+
+/**
+ * What mercurius would run but must not:
+ * - a document that is not GraphQL text: when a query does not parse, mercurius tries it as a JSON
+ *   syntax tree, which skips every check made on the text (the mutation rate limit among them) and
+ *   crashes validation on anything but a well-formed tree. A parsed document's location is a
+ *   graphql-js object, which no JSON can produce.
+ * - a subscription over HTTP: it would run its resolvers without the subscription's own checks.
+ */
+function refuseOutOfPlace(app: FastifyInstance) {
+  app.graphql.addHook('preValidation', async (_schema, document) => {
+    const loc: unknown = (document as { loc?: unknown }).loc
+    if (loc === null || typeof loc !== 'object' || Object.getPrototypeOf(loc) === Object.prototype) {
+      throw requestError('The query must be a GraphQL document (text)', 'GRAPHQL_PARSE_FAILED')
+    }
+  })
+  app.graphql.addHook('preExecution', async (_schema, document, context) => {
+    if (operationToRun(document, context)?.operation === 'subscription') {
+      throw requestError('Subscriptions run over WebSocket (graphql-ws or subscriptions-transport-ws at /graphql), not over HTTP', 'SUBSCRIPTION_REQUIRES_WEBSOCKET')
+    }
+  })
+}
+
+/**
+ * mercurius validates nothing of a subscription sent over WebSocket (graphql-js's subscribe assumes a
+ * validated document): it gets the same validation as a query, the depth and cost limits included.
+ */
+function validateSubscriptions(app: FastifyInstance, rules: readonly ValidationRule[]) {
+  app.graphql.addHook('preSubscriptionExecution', async (schema, document) => {
+    const errors = validate(schema as GraphQLSchema, document, [...specifiedRules, ...rules])
+    if (errors.length > 0) throw requestError(errors.map((e) => e.message).join('; '), 'GRAPHQL_VALIDATION_FAILED')
   })
 }
 
@@ -147,7 +187,8 @@ function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx:
     }
     const status = original.statusCode
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, extensions: { code: (original as { code?: string }).code ?? 'BAD_REQUEST' } })
+      // With originalError, so its status (a malformed body's 400, a too large one's 413) is the answer's.
+      return new GraphQLError(original.message, { nodes: error.nodes, path: error.path, originalError: original, extensions: { code: (original as { code?: string }).code ?? 'BAD_REQUEST' } })
     }
     const outage = databaseUnavailable(original)
     if (outage) {
@@ -157,7 +198,14 @@ function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx:
     log.error({ err: original, path: error.path }, 'unexpected GraphQL error')
     return new GraphQLError('Internal server error', { nodes: error.nodes, path: error.path, extensions: { code: 'INTERNAL_SERVER_ERROR', requestId } })
   })
-  return mercurius.defaultErrorFormatter({ ...execution, errors } as never, ctx)
+  const formatted = mercurius.defaultErrorFormatter({ ...execution, errors } as never, ctx)
+  // mercurius takes a status from a lone error only: a request refused for several reasons (two unknown
+  // fields) would be a 200. Without data, the first request error's status is the answer's.
+  if (!execution.data && formatted.statusCode === 200) {
+    const status = execution.errors?.map((e) => (e.originalError as { statusCode?: unknown } | undefined)?.statusCode).find((c) => typeof c === 'number' && c >= 400 && c < 500)
+    if (typeof status === 'number') formatted.statusCode = status
+  }
+  return formatted
 }
 
 /**
@@ -212,11 +260,32 @@ function registerGetGuard(app: FastifyInstance) {
  * named operation is the one that runs (see runNamedOperation and operation-kinds.ts).
  */
 const refuseMutationOverGet: preValidationHookHandler = (request, reply, done) => {
-  const query = (request.query as { query?: unknown } | undefined)?.query
-  if (typeof query !== 'string' || operationKinds(query)?.mutation !== true) return done()
-  void reply.code(405).header('allow', 'POST').send({
-    errors: [{ message: 'A document holding a mutation must be sent with POST', extensions: { code: 'METHOD_NOT_ALLOWED' } }],
-  })
+  const params = request.query as { query?: unknown; operationName?: unknown } | undefined
+  const query = params?.query
+  if (typeof query !== 'string') return done()
+  if (operationKinds(query)?.mutation === true) {
+    void reply.code(405).header('allow', 'POST').send({
+      errors: [{ message: 'A document holding a mutation must be sent with POST', extensions: { code: 'METHOD_NOT_ALLOWED' } }],
+    })
+    return
+  }
+  // mercurius looks up the named operation of a GET without checking that there is one.
+  const missing = missingOperation(query, params?.operationName)
+  if (!missing) return done()
+  void reply.code(400).send({ data: null, errors: [{ message: missing, extensions: { code: 'BAD_REQUEST' } }] })
+}
+
+/** Why `operationName` picks no operation of the document, or null when it picks one (or the document does not parse: mercurius says why). */
+function missingOperation(query: string, operationName: unknown): string | null {
+  let document: DocumentNode
+  try {
+    document = parse(query)
+  } catch {
+    return null
+  }
+  const name = typeof operationName === 'string' && operationName !== '' ? operationName : undefined
+  if (getOperationAST(document, name)) return null
+  return name ? `The document has no operation named "${name.slice(0, 100)}"` : 'The document has several operations: name the one to run with operationName'
 }
 
 /** Parses a multipart GraphQL request into its body and uploads; false when it was refused with an answer. */
@@ -231,8 +300,14 @@ async function readMultipart(request: FastifyRequest, reply: FastifyReply, optio
   }
   try {
     const body = await processRequest(request.raw, reply.raw, options)
+    const uploads = collectUploads(body)
+    // One file part read by two variables: the second createReadStream would fail deep in a resolver.
+    if (new Set(uploads).size !== uploads.length) {
+      for (const upload of uploads) drain(upload)
+      throw Object.assign(new Error('Each file of a multipart request must be mapped to one variable'), { status: 400 })
+    }
     request.body = body
-    request.uploads = collectUploads(body)
+    request.uploads = uploads
     return true
   } catch (err) {
     const status = (err as { status?: number }).status ?? 400
