@@ -285,6 +285,31 @@ describe('tags, namespaces and batches', () => {
   })
 })
 
+describe('entry bounds', () => {
+  it('counts an entry\'s size in UTF-8 bytes, as Redis stores it', async () => {
+    const cache = cacheOn(redis, { maxEntryBytes: 10_000 })
+    await expect(cache.set('ascii', 'a'.repeat(5_000))).resolves.toBeUndefined()
+    // 5,000 UTF-16 units, 15,000 bytes.
+    await expect(cache.set('euros', '€'.repeat(5_000))).rejects.toBeInstanceOf(ValidationError)
+  })
+
+  it('refuses a TTL or grace longer than ten years, which Redis could not keep', async () => {
+    const cache = cacheOn(redis)
+    await expect(cache.set('k', 'v', 1e16)).rejects.toBeInstanceOf(ValidationError)
+    await expect(cache.set('k', 'v', { ttlSeconds: 60, graceSeconds: 1e17 })).rejects.toBeInstanceOf(ValidationError)
+    await expect(cache.set('k', 'v', 10 * 365 * 24 * 3600)).resolves.toBeUndefined()
+  })
+
+  it('invalidates a tag named like a property of Object (__proto__, constructor)', async () => {
+    const cache = cacheOn(redis)
+    for (const tag of ['__proto__', 'constructor', 'toString']) {
+      await cache.set(`k-${tag}`, 'old', { tags: [tag] })
+      await cache.invalidateTags([tag])
+      expect(await cache.get(`k-${tag}`), tag).toBeUndefined()
+    }
+  })
+})
+
 describe('the invalidation bus', () => {
   it('evicts a key from the other instance after set, del and invalidatePattern, and ignores its own messages', async () => {
     const [a, b] = pair({ bus: true })
@@ -371,6 +396,25 @@ describe('the cache when Redis fails', () => {
     expect(cache.stats().breaker).toBe('closed')
     await cache.set('after', 'stored')
     expect(await cacheOn(client, { keyPrefix: (cache as unknown as { core: { options: { keyPrefix: string } } }).core.options.keyPrefix }).get('after')).toBe('stored')
+  })
+
+  it('does not cache a tagged set or setMany while the tag versions are out of reach, and drops the older copy', async () => {
+    const cache = cacheOn(client, { timeoutMs: 75, breaker: { threshold: 1_000, cooldownMs: 60_000 } })
+    await cache.set('tagged', 'old', { tags: ['t'] })
+    await cache.set('many', 'old', { tags: ['t'] })
+    await proxy.stop()
+    try {
+      // Tag `u` has no version this instance knows: it would have to be read from Redis.
+      await expect(withinHangLimit(cache.set('tagged', 'new', { tags: ['u'] }))).resolves.toBeUndefined()
+      await withinHangLimit(cache.setMany([{ key: 'many', value: 'new', tags: ['u'] }, { key: 'plain', value: 'kept' }]))
+      // Neither the new value (unstamped) nor the old one (maybe invalidated meanwhile) is served from memory.
+      expect(await withinHangLimit(cache.getOrSet('tagged', async () => 'loaded', { tags: ['u'] }))).toBe('loaded')
+      expect(await withinHangLimit(cache.getOrSet('many', async () => 'loaded', { tags: ['u'] }))).toBe('loaded')
+      expect(await cache.get('plain')).toBe('kept')
+    } finally {
+      await proxy.start()
+      await waitUntil(() => client.status === 'ready', 'the client reconnected')
+    }
   })
 
   it('never makes a caller wait past the soft timeout when Redis stalls', async () => {

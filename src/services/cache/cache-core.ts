@@ -192,7 +192,18 @@ export class CacheCore {
   }
 
   async set(lk: string, value: unknown, spec: WriteSpec, ns: NamespaceTally, origin?: EntryOrigin): Promise<void> {
-    const stamp = spec.tags && spec.tags.length > 0 ? await this.tags.stamp(spec.tags) : undefined
+    let stamp: TagStamp | undefined
+    if (spec.tags && spec.tags.length > 0) {
+      try {
+        stamp = await this.tags.stamp(spec.tags)
+      } catch {
+        // Without its tag versions (Redis away) an entry could outlive an invalidation: as loads do, cache
+        // nothing, and drop this instance's older copy so it is not served in the new value's place.
+        this.counters.errors++
+        this.l1.delete(lk)
+        return
+      }
+    }
     await this.store(lk, value, spec, stamp, ns, origin)
   }
 
@@ -205,7 +216,18 @@ export class CacheCore {
     const now = Date.now()
     const writes: { key: string; raw: string; ttlMs: number }[] = []
     const allTags = [...new Set(entries.flatMap((e) => e.spec.tags ?? []))]
-    const stamps = allTags.length > 0 ? await this.tags.stamp(allTags) : undefined
+    let stamps: TagStamp | undefined
+    if (allTags.length > 0) {
+      try {
+        stamps = await this.tags.stamp(allTags)
+      } catch {
+        // As set: the tagged entries are not cached (and their older copies dropped); the others are.
+        this.counters.errors++
+        const tagged = entries.filter((e) => e.spec.tags && e.spec.tags.length > 0)
+        for (const e of tagged) this.l1.delete(e.lk)
+        return this.setMany(entries.filter((e) => !e.spec.tags || e.spec.tags.length === 0), ns, timeoutMs)
+      }
+    }
     const stored: string[] = []
     let rejected = 0
     for (const { lk, value, spec } of entries) {
@@ -359,7 +381,8 @@ export class CacheCore {
     if (this.l2) {
       // Serializer errors (a circular value) are the caller's bug, so they propagate.
       raw = encodeEntry(this.options.serializer.serialize(value), freshUntil, staleUntil, stamp)
-      bytes = raw.length
+      // What Redis stores and the limit means: UTF-8 bytes, not UTF-16 units ('€' is 3 bytes, 1 unit).
+      bytes = Buffer.byteLength(raw, 'utf8')
     } else {
       bytes = estimateBytes(value)
     }
@@ -421,7 +444,7 @@ export class CacheCore {
     // A headerless value has no lifetime we could copy: Redis's TTL alone governs it.
     if (Number.isNaN(decoded.freshUntil)) return { value, freshUntil: Number.POSITIVE_INFINITY }
     const { freshUntil, staleUntil, tags } = decoded
-    this.l1.set(lk, value, { bytes: raw.length, freshUntil, staleUntil, tags, origin }, Date.now())
+    this.l1.set(lk, value, { bytes: Buffer.byteLength(raw, 'utf8'), freshUntil, staleUntil, tags, origin }, Date.now())
     return { value, freshUntil }
   }
 
@@ -470,7 +493,7 @@ export class CacheCore {
 }
 
 function pick(stamp: TagStamp, tags: readonly string[]): TagStamp {
-  const out: TagStamp = {}
+  const out: TagStamp = Object.create(null) as TagStamp
   for (const tag of tags) out[tag] = stamp[tag] as number
   return out
 }

@@ -52,17 +52,20 @@ export function validateNamespace(name: string): void {
   }
 }
 
+/** Ten years: anything longer is a mistake, and Redis refuses an expiry past 2^63 ms (an entry would live in L1 alone). */
+export const MAX_TTL_SECONDS = 10 * 365 * 24 * 60 * 60
+
 export function toTtlMs(ttlSeconds: number, field = 'ttlSeconds'): number {
-  if (typeof ttlSeconds !== 'number' || !Number.isFinite(ttlSeconds) || ttlSeconds <= 0) {
-    throw ValidationError.field(field, 'TTL must be a positive number of seconds')
+  if (typeof ttlSeconds !== 'number' || !Number.isFinite(ttlSeconds) || ttlSeconds <= 0 || ttlSeconds > MAX_TTL_SECONDS) {
+    throw ValidationError.field(field, `TTL must be a positive number of seconds, at most ${MAX_TTL_SECONDS} (ten years)`)
   }
   return Math.max(1, Math.round(ttlSeconds * 1000))
 }
 
 export function toGraceMs(graceSeconds: number | undefined): number {
   if (graceSeconds === undefined || graceSeconds === 0) return 0
-  if (typeof graceSeconds !== 'number' || !Number.isFinite(graceSeconds) || graceSeconds < 0) {
-    throw ValidationError.field('graceSeconds', 'Grace must be zero or a positive number of seconds')
+  if (typeof graceSeconds !== 'number' || !Number.isFinite(graceSeconds) || graceSeconds < 0 || graceSeconds > MAX_TTL_SECONDS) {
+    throw ValidationError.field('graceSeconds', `Grace must be zero or a positive number of seconds, at most ${MAX_TTL_SECONDS} (ten years)`)
   }
   return Math.round(graceSeconds * 1000)
 }

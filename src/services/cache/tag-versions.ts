@@ -38,7 +38,8 @@ export class TagVersions {
   /** Read before the loader runs, so an invalidation racing the load leaves the entry dead, not stale. */
   async stamp(tags: readonly string[]): Promise<TagStamp> {
     const versions = await this.current(tags)
-    const stamp: TagStamp = {}
+    // No prototype: a tag may be named like one of Object's own properties (`__proto__`).
+    const stamp: TagStamp = Object.create(null) as TagStamp
     tags.forEach((tag, i) => (stamp[tag] = versions[i] as number))
     return stamp
   }
