@@ -285,6 +285,73 @@ describe('tags, namespaces and batches', () => {
   })
 })
 
+describe('a load or read in flight when the key changes', () => {
+  /** A loader that reads `db` now and answers once released. */
+  function held(db: { value: string }) {
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    return { loader: async () => { const read = db.value; await gate; return read }, release }
+  }
+  const changes: [string, (cache: CacheService) => Promise<unknown>][] = [
+    ['del', (cache) => cache.del('k')],
+    ['set', (cache) => cache.set('k', 'written')],
+    ['invalidatePattern', (cache) => cache.invalidatePattern('k*')],
+    ['invalidateTags', (cache) => cache.invalidateTags(['t'])],
+  ]
+
+  it.each(changes)('after %s, later callers load anew and the older load stores nothing', async (change, apply) => {
+    const keyPrefix = nextPrefix()
+    const cache = cacheOn(redis, { keyPrefix })
+    const db = { value: 'v1' }
+    const first = held(db)
+    const before = cache.getOrSet('k', first.loader, { tags: ['t'] })
+    await sleep(20)
+    db.value = 'v2'
+    await apply(cache)
+    const after = cache.getOrSet('k', async () => db.value, { tags: ['t'] })
+    first.release()
+    // The caller that came first gets what it read; the one that came after the change does not join it.
+    expect(await before).toBe('v1')
+    expect(await after).toBe(change === 'set' ? 'written' : 'v2')
+    expect(await cache.get('k')).toBe(change === 'set' ? 'written' : 'v2')
+    // Nor did the older load reach Redis, where another instance would find it.
+    expect(await cacheOn(redis, { keyPrefix }).get('k')).not.toBe('v1')
+  })
+
+  it('a value read from Redis before another instance deleted it is not kept in L1', async () => {
+    const keyPrefix = nextPrefix()
+    const slowClient = createRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 5_000 })
+    try {
+      await waitUntil(() => slowClient.status === 'ready', 'the second client is ready')
+      const a = cacheOn(redis, { keyPrefix, bus: true, tagVersionTtlMs: 1 })
+      const b = cacheOn(slowClient, { keyPrefix, bus: true, tagVersionTtlMs: 1 })
+      await waitUntil(() => busConnected(a) && busConnected(b), 'both buses are subscribed')
+      await a.set('k', 'old', { tags: ['t'] })
+      await sleep(20)
+      // B's read of the tag versions waits, as on a busy Redis, while A deletes the key.
+      const mget = slowClient.mget.bind(slowClient)
+      let release!: () => void
+      const gate = new Promise<void>((resolve) => (release = resolve))
+      vi.spyOn(slowClient, 'mget').mockImplementation((async (...args: Parameters<typeof mget>) => {
+        await gate
+        return mget(...args)
+      }) as never)
+      const read = b.get('k')
+      await sleep(20)
+      const received = b.stats().busReceived
+      await a.del('k')
+      await waitUntil(() => b.stats().busReceived > received, 'B heard of the delete')
+      release()
+      expect(await read).toBe('old')
+      vi.restoreAllMocks()
+      expect(await b.get('k')).toBeUndefined()
+    } finally {
+      vi.restoreAllMocks()
+      await closeRedis(slowClient)
+    }
+  })
+})
+
 describe('entry bounds', () => {
   it('counts an entry\'s size in UTF-8 bytes, as Redis stores it', async () => {
     const cache = cacheOn(redis, { maxEntryBytes: 10_000 })

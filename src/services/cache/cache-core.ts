@@ -3,6 +3,7 @@ import { ServiceUnavailableError } from '../../lib/errors'
 import { newCounters, newTally, type CacheCounters, type LevelMisses, type NamespaceTally } from './cache-stats'
 import { decodeEntry, encodeEntry, type DecodedEntry } from './entry-codec'
 import { EntryTooLargeError, type EntryOrigin, type LoadSpec, type Loader, type WriteSpec } from './entry-spec'
+import { FillClaims, type Claim } from './fill-claims'
 import { escapeGlob, globToRegExp } from './glob'
 import { InvalidationBus, type BusMessage } from './invalidation-bus'
 import { LatencyHistogram } from './latency-histogram'
@@ -58,6 +59,8 @@ export class CacheCore {
   readonly recordStats: boolean
   readonly redisPrefix: string
   private readonly loads: LoadCoordinator
+  /** Open reads and loads, voided by writes and invalidations (fill-claims.ts). */
+  private readonly claims = new FillClaims()
 
   constructor(readonly options: CoreOptions) {
     this.redisPrefix = `${options.keyPrefix}cache:`
@@ -89,8 +92,9 @@ export class CacheCore {
       target: {
         stampTags: (tags) => this.tags.stamp(tags),
         store: (lk, value, spec, stamp, ns, origin) => this.store(lk, value, spec, stamp, ns, origin),
-        readL2: (lk, origin) => this.readL2(lk, origin),
+        readL2: (lk, origin, claim) => this.readL2(lk, origin, claim),
       },
+      claims: this.claims,
       locks: this.l2,
       lockKey: (lk) => `${options.keyPrefix}cache-lock:${lk}`,
       lockTtlMs: options.lockTtlMs,
@@ -169,29 +173,35 @@ export class CacheCore {
       }
     }
     if (missing.length === 0) return out
-    let raws: (string | null)[] = missing.map(() => null)
-    if (this.l2) {
-      try {
-        raws = await this.l2.mget(missing.map((i) => this.redisPrefix + (lks[i] as string)))
-      } catch {
-        this.counters.errors++
+    const claims = missing.map((i) => this.claims.take(lks[i] as string))
+    try {
+      let raws: (string | null)[] = missing.map(() => null)
+      if (this.l2) {
+        try {
+          raws = await this.l2.mget(missing.map((i) => this.redisPrefix + (lks[i] as string)))
+        } catch {
+          this.counters.errors++
+        }
       }
-    }
-    for (let j = 0; j < missing.length; j++) {
-      const i = missing[j] as number
-      const raw = raws[j]
-      const entry = raw == null ? undefined : await this.acceptL2(lks[i] as string, raw)
-      if (entry !== undefined && Date.now() < entry.freshUntil) {
-        out[i] = entry.value
-        if (this.recordStats) ns.l2Hits++
-      } else {
-        this.miss(ns)
+      for (let j = 0; j < missing.length; j++) {
+        const i = missing[j] as number
+        const raw = raws[j]
+        const entry = raw == null ? undefined : await this.acceptL2(lks[i] as string, raw, claims[j] as Claim)
+        if (entry !== undefined && Date.now() < entry.freshUntil) {
+          out[i] = entry.value
+          if (this.recordStats) ns.l2Hits++
+        } else {
+          this.miss(ns)
+        }
       }
+      return out
+    } finally {
+      missing.forEach((i, j) => this.claims.release(lks[i] as string, claims[j] as Claim))
     }
-    return out
   }
 
   async set(lk: string, value: unknown, spec: WriteSpec, ns: NamespaceTally, origin?: EntryOrigin): Promise<void> {
+    this.claims.voidKey(lk)
     let stamp: TagStamp | undefined
     if (spec.tags && spec.tags.length > 0) {
       try {
@@ -213,6 +223,7 @@ export class CacheCore {
     ns: NamespaceTally,
     timeoutMs?: number,
   ): Promise<{ stored: number; rejected: number }> {
+    for (const { lk } of entries) this.claims.voidKey(lk)
     const now = Date.now()
     const writes: { key: string; raw: string; ttlMs: number }[] = []
     const allTags = [...new Set(entries.flatMap((e) => e.spec.tags ?? []))]
@@ -259,6 +270,7 @@ export class CacheCore {
   }
 
   async del(lks: readonly string[]): Promise<number> {
+    for (const lk of lks) this.claims.voidKey(lk)
     const now = Date.now()
     let local = 0
     for (const lk of lks) {
@@ -284,6 +296,7 @@ export class CacheCore {
   /** `glob` is relative to the cache prefix and already validated. */
   async invalidatePattern(glob: string): Promise<number> {
     const re = globToRegExp(glob)
+    this.claims.voidKeys((key) => re.test(key))
     const local = this.l1.deleteWhere((key) => re.test(key), Date.now())
     if (!this.l2) {
       this.counters.deletes += local
@@ -302,6 +315,7 @@ export class CacheCore {
   }
 
   async invalidateTags(tags: readonly string[]): Promise<void> {
+    this.claims.voidTags(tags)
     try {
       await this.tags.invalidate(tags)
     } catch (err) {
@@ -329,7 +343,7 @@ export class CacheCore {
       return node.value
     }
     if (this.recordStats) this.levelMisses.l1++
-    return this.loads.singleFlight(lk, () => this.loadThrough(lk, loader, spec, ns))
+    return this.loads.singleFlight(lk, spec.tags, (claim) => this.loadThrough(lk, loader, spec, ns, claim))
   }
 
   popularKeys(limit: number): { key: string; frequency: number; origin: EntryOrigin | undefined }[] {
@@ -341,8 +355,8 @@ export class CacheCore {
     this.l2?.close()
   }
 
-  private async loadThrough(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
-    const entry = await this.readL2(lk, { loader, spec })
+  private async loadThrough(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally, claim: Claim): Promise<unknown> {
+    const entry = await this.readL2(lk, { loader, spec }, claim)
     if (entry !== undefined) {
       const stale = Date.now() >= entry.freshUntil
       if (this.recordStats) this.hitL2(ns, stale)
@@ -350,7 +364,7 @@ export class CacheCore {
       return entry.value
     }
     this.miss(ns)
-    return this.loads.load(lk, loader, spec, ns)
+    return this.loads.load(lk, loader, spec, ns, claim)
   }
 
   private async store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceTally, origin?: EntryOrigin): Promise<void> {
@@ -413,9 +427,17 @@ export class CacheCore {
     }
   }
 
-  /** An L2 entry, fresh or within grace, with L1 filled from it; undefined on a miss or any failure. */
-  private async readL2(lk: string, origin?: EntryOrigin): Promise<{ value: unknown; freshUntil: number } | undefined> {
+  /** An L2 entry, fresh or within grace, with L1 filled from it while `claim` holds (else one of its own); undefined on a miss or any failure. */
+  private async readL2(lk: string, origin?: EntryOrigin, claim?: Claim): Promise<{ value: unknown; freshUntil: number } | undefined> {
     if (!this.l2) return undefined
+    if (claim === undefined) {
+      const own = this.claims.take(lk)
+      try {
+        return await this.readL2(lk, origin, own)
+      } finally {
+        this.claims.release(lk, own)
+      }
+    }
     let raw: string | null
     try {
       raw = await this.l2.get(this.redisPrefix + lk)
@@ -424,12 +446,12 @@ export class CacheCore {
       if (this.recordStats) this.levelMisses.l2++
       return undefined
     }
-    const entry = raw === null ? undefined : await this.acceptL2(lk, raw, origin)
+    const entry = raw === null ? undefined : await this.acceptL2(lk, raw, claim, origin)
     if (entry === undefined && this.recordStats) this.levelMisses.l2++
     return entry
   }
 
-  private async acceptL2(lk: string, raw: string, origin?: EntryOrigin): Promise<{ value: unknown; freshUntil: number } | undefined> {
+  private async acceptL2(lk: string, raw: string, claim: Claim, origin?: EntryOrigin): Promise<{ value: unknown; freshUntil: number } | undefined> {
     let decoded: DecodedEntry
     let value: unknown
     try {
@@ -444,7 +466,8 @@ export class CacheCore {
     // A headerless value has no lifetime we could copy: Redis's TTL alone governs it.
     if (Number.isNaN(decoded.freshUntil)) return { value, freshUntil: Number.POSITIVE_INFINITY }
     const { freshUntil, staleUntil, tags } = decoded
-    this.l1.set(lk, value, { bytes: Buffer.byteLength(raw, 'utf8'), freshUntil, staleUntil, tags, origin }, Date.now())
+    // Read before a write or delete of the key (here or, through the bus, elsewhere): the caller's, not L1's.
+    if (!claim.voided) this.l1.set(lk, value, { bytes: Buffer.byteLength(raw, 'utf8'), freshUntil, staleUntil, tags, origin }, Date.now())
     return { value, freshUntil }
   }
 
@@ -478,15 +501,25 @@ export class CacheCore {
 
   private applyRemote(message: BusMessage): void {
     if (message.clear) this.flushLocal()
-    if (Array.isArray(message.keys)) for (const key of message.keys) this.l1.delete(key)
+    if (Array.isArray(message.keys)) {
+      for (const key of message.keys) {
+        this.claims.voidKey(key)
+        this.l1.delete(key)
+      }
+    }
     if (typeof message.pattern === 'string') {
       const re = globToRegExp(message.pattern)
+      this.claims.voidKeys((key) => re.test(key))
       this.l1.deleteWhere((key) => re.test(key), Date.now())
     }
-    if (Array.isArray(message.tags)) this.tags.forget(message.tags)
+    if (Array.isArray(message.tags)) {
+      this.claims.voidTags(message.tags)
+      this.tags.forget(message.tags)
+    }
   }
 
   private flushLocal(): void {
+    this.claims.voidAll()
     this.l1.clear()
     this.tags.clear()
   }

@@ -5,6 +5,7 @@ import type { CacheCounters, NamespaceTally } from './cache-stats'
 import { EntryTooLargeError, type EntryOrigin, type LoadSpec, type Loader, type WriteSpec } from './entry-spec'
 import type { LatencyHistogram } from './latency-histogram'
 import type { RedisLevel } from './redis-level'
+import type { Claim, FillClaims } from './fill-claims'
 import type { TagStamp } from './tiny-lfu-cache'
 
 /** What loading needs from the levels; how they are read and written stays theirs. */
@@ -13,8 +14,8 @@ export interface LoadTarget {
   stampTags(tags: readonly string[]): Promise<TagStamp>
   /** Writes L1 and L2; throws EntryTooLargeError for a value over the maximum entry size. */
   store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceTally, origin: EntryOrigin): Promise<void>
-  /** An L2 entry, fresh or within grace, with L1 filled from it; undefined on a miss or any failure. */
-  readL2(lk: string, origin: EntryOrigin): Promise<{ value: unknown } | undefined>
+  /** An L2 entry, fresh or within grace, with L1 filled from it while `claim` holds; undefined on a miss or any failure. */
+  readL2(lk: string, origin: EntryOrigin, claim: Claim): Promise<{ value: unknown } | undefined>
 }
 
 export type LoadCounters = Pick<
@@ -24,6 +25,8 @@ export type LoadCounters = Pick<
 
 export interface LoadCoordinatorOptions {
   target: LoadTarget
+  /** Shared with the reads and writes of the cache, which void them (fill-claims.ts). */
+  claims: FillClaims
   /** The cluster-wide lock; null without Redis. */
   locks: Pick<RedisLevel, 'acquireLock' | 'releaseLock'> | null
   lockKey: (lk: string) => string
@@ -46,7 +49,7 @@ const MAX_BACKOFF_KEYS = 10_000
  * and the loader timeout.
  */
 export class LoadCoordinator {
-  private readonly inflight = new Map<string, Promise<unknown>>()
+  private readonly inflight = new Map<string, { promise: Promise<unknown>; claim: Claim }>()
   private readonly refreshing = new Set<string>()
   private readonly backoff = new Map<string, { until: number; delayMs: number }>()
   private readonly target: LoadTarget
@@ -57,29 +60,43 @@ export class LoadCoordinator {
     this.counters = options.counters
   }
 
-  /** Callers of a key that is already loading share that load instead of starting another. */
-  async singleFlight(lk: string, start: () => Promise<unknown>): Promise<unknown> {
+  /**
+   * Callers of a key that is already loading share that load instead of starting another, unless the
+   * key was written or invalidated since it began: they start one of their own.
+   */
+  async singleFlight(lk: string, tags: readonly string[] | undefined, start: (claim: Claim) => Promise<unknown>): Promise<unknown> {
     const pending = this.inflight.get(lk)
-    if (pending !== undefined) {
+    if (pending !== undefined && !pending.claim.voided) {
       this.counters.dedupes++
-      return pending
+      return pending.promise
     }
-    const load = start()
-    this.inflight.set(lk, load)
+    const claim = this.options.claims.take(lk, tags)
+    const flight = { promise: start(claim), claim }
+    this.inflight.set(lk, flight)
     try {
-      return await load
+      return await flight.promise
     } finally {
-      if (this.inflight.get(lk) === load) this.inflight.delete(lk)
+      if (this.inflight.get(lk) === flight) this.inflight.delete(lk)
+      this.options.claims.release(lk, claim)
     }
   }
 
   /** For a key missing from every level: under the cluster-wide lock when the spec asks for it and Redis is there. */
-  load(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
-    if (spec.lock && this.options.locks) return this.loadWithLock(this.options.locks, lk, loader, spec, ns)
-    return this.loadAndStore(lk, loader, spec, ns)
+  load(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally, claim: Claim): Promise<unknown> {
+    if (spec.lock && this.options.locks) return this.loadWithLock(this.options.locks, lk, loader, spec, ns, claim)
+    return this.loadAndStore(lk, loader, spec, ns, claim)
   }
 
-  async loadAndStore(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally): Promise<unknown> {
+  /** Loads and stores the value, unless the key changed meanwhile (`claim`, else one of its own). */
+  async loadAndStore(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally, claim?: Claim): Promise<unknown> {
+    if (claim === undefined) {
+      const own = this.options.claims.take(lk, spec.tags)
+      try {
+        return await this.loadAndStore(lk, loader, spec, ns, own)
+      } finally {
+        this.options.claims.release(lk, own)
+      }
+    }
     let stamp: TagStamp | undefined
     let cacheable = true
     if (spec.tags && spec.tags.length > 0) {
@@ -92,7 +109,8 @@ export class LoadCoordinator {
       }
     }
     const value = await this.runLoader(loader, spec.loaderTimeoutMs)
-    if (value === undefined || !cacheable) return value
+    // A value read before a write, delete or invalidation of the key is the caller's, never the cache's.
+    if (value === undefined || !cacheable || claim.voided) return value
     try {
       await this.target.store(lk, value, spec, stamp, ns, { loader, spec })
     } catch (err) {
@@ -131,6 +149,7 @@ export class LoadCoordinator {
     loader: Loader,
     spec: LoadSpec,
     ns: NamespaceTally,
+    claim: Claim,
   ): Promise<unknown> {
     const lockKey = this.options.lockKey(lk)
     const token = randomUUID()
@@ -139,11 +158,11 @@ export class LoadCoordinator {
       held = await locks.acquireLock(lockKey, token, this.options.lockTtlMs)
     } catch {
       // Redis is unavailable, so the lock is too: per-process single flight still holds.
-      return this.loadAndStore(lk, loader, spec, ns)
+      return this.loadAndStore(lk, loader, spec, ns, claim)
     }
     if (held) {
       try {
-        return await this.loadAndStore(lk, loader, spec, ns)
+        return await this.loadAndStore(lk, loader, spec, ns, claim)
       } finally {
         await locks.releaseLock(lockKey, token).catch(() => {})
       }
@@ -152,11 +171,11 @@ export class LoadCoordinator {
     const deadline = Date.now() + this.options.lockWaitMs
     while (Date.now() < deadline) {
       await sleep(Math.min(LOCK_POLL_MS, Math.max(1, deadline - Date.now())))
-      const entry = await this.target.readL2(lk, { loader, spec })
+      const entry = await this.target.readL2(lk, { loader, spec }, claim)
       if (entry !== undefined) return entry.value
     }
     this.counters.lockTimeouts++
-    return this.loadAndStore(lk, loader, spec, ns)
+    return this.loadAndStore(lk, loader, spec, ns, claim)
   }
 
   private async runLoader(loader: Loader, timeoutMs: number): Promise<unknown> {
