@@ -4,7 +4,7 @@ import { newCounters, newTally, type CacheCounters, type LevelMisses, type Names
 import { decodeEntry, encodeEntry, type DecodedEntry } from './entry-codec'
 import { EntryTooLargeError, type EntryOrigin, type LoadSpec, type Loader, type WriteSpec } from './entry-spec'
 import { FillClaims, type Claim } from './fill-claims'
-import { escapeGlob, globToRegExp } from './glob'
+import { escapeGlob, globMatcher } from './glob'
 import { InvalidationBus, type BusMessage } from './invalidation-bus'
 import { LatencyHistogram } from './latency-histogram'
 import { LoadCoordinator } from './load-coordinator'
@@ -295,9 +295,9 @@ export class CacheCore {
 
   /** `glob` is relative to the cache prefix and already validated. */
   async invalidatePattern(glob: string): Promise<number> {
-    const re = globToRegExp(glob)
-    this.claims.voidKeys((key) => re.test(key))
-    const local = this.l1.deleteWhere((key) => re.test(key), Date.now())
+    const matches = globMatcher(glob)
+    this.claims.voidKeys(matches)
+    const local = this.l1.deleteWhere(matches, Date.now())
     if (!this.l2) {
       this.counters.deletes += local
       return local
@@ -508,9 +508,9 @@ export class CacheCore {
       }
     }
     if (typeof message.pattern === 'string') {
-      const re = globToRegExp(message.pattern)
-      this.claims.voidKeys((key) => re.test(key))
-      this.l1.deleteWhere((key) => re.test(key), Date.now())
+      const matches = globMatcher(message.pattern)
+      this.claims.voidKeys(matches)
+      this.l1.deleteWhere(matches, Date.now())
     }
     if (Array.isArray(message.tags)) {
       this.claims.voidTags(message.tags)

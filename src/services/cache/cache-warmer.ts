@@ -1,7 +1,7 @@
 import { ValidationError } from '../../lib/errors'
 import { validatePattern } from './cache-input'
 import type { WarmProgress } from './cache-stats'
-import { globToRegExp } from './glob'
+import { globMatcher } from './glob'
 
 export interface WarmEntry {
   key: string
@@ -87,9 +87,9 @@ export class WarmingRegistry {
 
   private async run(patterns: readonly string[] | undefined, popular: boolean): Promise<WarmResult> {
     const started = Date.now()
-    const matchers = patterns?.map((p) => ({ p, re: globToRegExp(p) }))
+    const matchers = patterns?.map((p) => ({ p, matches: globMatcher(p) }))
     const selected = [...this.warmers.values()].filter(({ warmer }) =>
-      matchers === undefined || matchers.some(({ p, re }) => p === warmer.name || p === warmer.pattern || re.test(warmer.pattern)),
+      matchers === undefined || matchers.some(({ p, matches }) => p === warmer.name || p === warmer.pattern || matches(warmer.pattern)),
     )
     this.state = { running: true, warmers: selected.map((s) => s.warmer.name), current: null, entries: 0, failed: 0, popularKeys: 0, startedAt: new Date(started), finishedAt: null, error: null }
     try {
@@ -99,7 +99,7 @@ export class WarmingRegistry {
       }
       if (popular) {
         this.state.current = 'popular keys'
-        await this.rewarmPopular(matchers?.map((m) => m.re))
+        await this.rewarmPopular(matchers?.map((m) => m.matches))
       }
     } catch (err) {
       this.state.error = err instanceof Error ? err.message : String(err)
@@ -137,8 +137,8 @@ export class WarmingRegistry {
     await Promise.all(inflight)
   }
 
-  private async rewarmPopular(filters: RegExp[] | undefined): Promise<void> {
-    const candidates = this.popular.list(this.options.popularLimit).filter(({ key }) => !filters || filters.some((re) => re.test(key)))
+  private async rewarmPopular(filters: ((key: string) => boolean)[] | undefined): Promise<void> {
+    const candidates = this.popular.list(this.options.popularLimit).filter(({ key }) => !filters || filters.some((matches) => matches(key)))
     let next = 0
     const worker = async (): Promise<void> => {
       while (next < candidates.length) {
