@@ -26,7 +26,7 @@ async function redisMatches(pattern: string): Promise<string[]> {
   const found: string[] = []
   let cursor = '0'
   do {
-    const [next, keys] = await redis.scanBuffer(cursor, 'MATCH', Buffer.from(escapeGlob(prefix) + pattern, 'utf8'), 'COUNT', 1000)
+    const [next, keys] = await redis.scanBuffer(cursor, 'MATCH', escapeGlob(prefix) + pattern, 'COUNT', 1000)
     cursor = next.toString()
     for (const key of keys) found.push(key.toString('utf8').slice(prefix.length))
   } while (cursor !== '0')
