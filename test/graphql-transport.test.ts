@@ -73,6 +73,21 @@ describe('which operation runs', () => {
   })
 })
 
+describe('documents built to be slow or to pass for something else', () => {
+  it('checks a document whose fragments spread twice at each of 26 levels at once (each fragment is walked once)', async () => {
+    const levels = 26
+    const fragments = Array.from({ length: levels }, (_, i) => `fragment F${i} on Query { __typename ...F${i + 1} ...F${i + 1} }`).join(' ')
+    const res = await post({ query: `query { ...F0 } ${fragments} fragment F${levels} on Query { __typename }` })
+    expectRefused(res, 400, 'QUERY_TOO_COMPLEX')
+  })
+
+  it('refuses a JSON syntax tree dressed with a location', async () => {
+    const tree = { kind: 'Document', loc: [], definitions: [{ kind: 'OperationDefinition', operation: 'query', selectionSet: { kind: 'SelectionSet', selections: [{ kind: 'Field', name: { kind: 'Name', value: '__typename' } }] } }] }
+    expectRefused(await post({ query: JSON.stringify(tree) }), 400, 'GRAPHQL_PARSE_FAILED')
+    expectRefused(await post({ query: JSON.stringify({ ...tree, loc: { start: 0, end: 1 } }) }), 400, 'GRAPHQL_PARSE_FAILED')
+  })
+})
+
 describe('introspection in the query cost', () => {
   it("answers a tool's introspection query", async () => {
     const res = await post({ query: getIntrospectionQuery() })

@@ -13,32 +13,28 @@ export const INTROSPECTION_COST = 100
 
 export function queryCostRule(maxCost: number) {
   return (context: ValidationContext): ASTVisitor => {
-    const fragments = new Map<string, FragmentDefinitionNode>()
-    for (const def of context.getDocument().definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def)
-
-    const costOf = (set: SelectionSetNode | undefined, seen: Set<string>): number => {
+    const costOf = (set: SelectionSetNode | undefined): number => {
       if (!set) return 0
       let total = 0
       for (const sel of set.selections) {
         if (sel.kind === Kind.FIELD) {
           const name = sel.name.value
           if (name === '__schema' || name === '__type') total += INTROSPECTION_COST
-          else total += 1 + multiplier(sel.arguments ?? []) * costOf(sel.selectionSet, seen)
+          else total += 1 + multiplier(sel.arguments ?? []) * costOf(sel.selectionSet)
         } else if (sel.kind === Kind.INLINE_FRAGMENT) {
-          total += costOf(sel.selectionSet, seen)
+          total += costOf(sel.selectionSet)
         } else {
-          const name = sel.name.value
-          if (seen.has(name)) continue // a cycle; NoFragmentCyclesRule reports it
-          total += costOf(fragments.get(name)?.selectionSet, new Set([...seen, name]))
+          total += fragmentCost(sel.name.value)
         }
         if (total > maxCost) return total
       }
       return total
     }
+    const fragmentCost = perFragment(context, costOf, 0)
 
     return {
       OperationDefinition(node) {
-        const cost = costOf(node.selectionSet, new Set())
+        const cost = costOf(node.selectionSet)
         if (cost > maxCost) {
           context.reportError(new GraphQLError(`The query is too complex: cost ${cost} exceeds the limit of ${maxCost}`, { nodes: [node], extensions: { code: 'QUERY_TOO_COMPLEX' } }))
         }
@@ -67,42 +63,70 @@ export const INTROSPECTION_MAX_DEPTH = 20
  */
 export function queryDepthRule(maxDepth: number) {
   return (context: ValidationContext): ASTVisitor => {
-    const fragments = new Map<string, FragmentDefinitionNode>()
-    for (const def of context.getDocument().definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def)
-
     /** The longest paths below `set`: those through no introspection field, and those through one. */
-    const depthOf = (set: SelectionSetNode | undefined, seen: ReadonlySet<string>): { plain: number; introspection: number } => {
+    const depthOf = (set: SelectionSetNode | undefined): Depths => {
       const deepest = { plain: 0, introspection: 0 }
       for (const sel of set?.selections ?? []) {
-        let below: { plain: number; introspection: number }
+        let below: Depths
         if (sel.kind === Kind.FIELD) {
-          const children = depthOf(sel.selectionSet, seen)
+          const children = depthOf(sel.selectionSet)
           const name = sel.name.value
           below =
             name === '__schema' || name === '__type'
               ? { plain: 0, introspection: 1 + Math.max(children.plain, children.introspection) }
               : { plain: 1 + children.plain, introspection: children.introspection > 0 ? 1 + children.introspection : 0 }
         } else if (sel.kind === Kind.INLINE_FRAGMENT) {
-          below = depthOf(sel.selectionSet, seen)
+          below = depthOf(sel.selectionSet)
         } else {
-          const name = sel.name.value
-          if (seen.has(name)) continue // a cycle; NoFragmentCyclesRule reports it
-          below = depthOf(fragments.get(name)?.selectionSet, new Set([...seen, name]))
+          below = fragmentDepths(sel.name.value)
         }
         deepest.plain = Math.max(deepest.plain, below.plain)
         deepest.introspection = Math.max(deepest.introspection, below.introspection)
       }
       return deepest
     }
+    const fragmentDepths = perFragment<Depths>(context, depthOf, { plain: 0, introspection: 0 })
 
     return {
       OperationDefinition(node) {
-        const { plain, introspection } = depthOf(node.selectionSet, new Set())
+        const { plain, introspection } = depthOf(node.selectionSet)
         const [depth, limit] = plain > maxDepth ? [plain, maxDepth] : [introspection, INTROSPECTION_MAX_DEPTH]
         if (depth > limit) {
           context.reportError(new GraphQLError(`The query is too deep: depth ${depth} exceeds the limit of ${limit}`, { nodes: [node], extensions: { code: 'QUERY_TOO_DEEP' } }))
         }
       },
+    }
+  }
+}
+
+interface Depths {
+  plain: number
+  introspection: number
+}
+
+/**
+ * A fragment's value, computed once per document: walked again at every spread, a fragment spread
+ * twice in each of 20 nested fragments would be walked a million times (a 1 KB query holding the
+ * event loop for seconds). A fragment reached inside itself (a cycle, which NoFragmentCyclesRule
+ * reports, refusing the document) or never defined counts as `none`.
+ */
+function perFragment<T>(context: ValidationContext, valueOf: (set: SelectionSetNode) => T, none: T): (name: string) => T {
+  const definitions = new Map<string, FragmentDefinitionNode>()
+  for (const def of context.getDocument().definitions) if (def.kind === Kind.FRAGMENT_DEFINITION) definitions.set(def.name.value, def)
+  const values = new Map<string, T>()
+  const walking = new Set<string>()
+  return (name) => {
+    const known = values.get(name)
+    if (known !== undefined) return known
+    const definition = definitions.get(name)
+    if (definition === undefined || walking.has(name)) return none
+    walking.add(name)
+    try {
+      const value = valueOf(definition.selectionSet)
+      values.set(name, value)
+      return value
+    } finally {
+      walking.delete(name)
     }
   }
 }

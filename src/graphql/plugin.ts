@@ -95,13 +95,12 @@ function requestError(message: string, code: string, statusCode = 400): Error {
  * - a document that is not GraphQL text: when a query does not parse, mercurius tries it as a JSON
  *   syntax tree, which skips every check made on the text (the mutation rate limit among them) and
  *   crashes validation on anything but a well-formed tree. A parsed document's location is a
- *   graphql-js object, which no JSON can produce.
+ *   graphql-js Location, whose methods no JSON can produce.
  * - a subscription over HTTP: it would run its resolvers without the subscription's own checks.
  */
 function refuseOutOfPlace(app: FastifyInstance) {
   app.graphql.addHook('preValidation', async (_schema, document) => {
-    const loc: unknown = (document as { loc?: unknown }).loc
-    if (loc === null || typeof loc !== 'object' || Object.getPrototypeOf(loc) === Object.prototype) {
+    if (!parsedFromText(document)) {
       throw requestError('The query must be a GraphQL document (text)', 'GRAPHQL_PARSE_FAILED')
     }
   })
@@ -112,14 +111,31 @@ function refuseOutOfPlace(app: FastifyInstance) {
   })
 }
 
+/** Whether graphql-js parsed the document from text: its location is a Location, whose methods no JSON can produce. */
+function parsedFromText(document: DocumentNode): boolean {
+  return typeof (document.loc as { toJSON?: unknown } | undefined)?.toJSON === 'function'
+}
+
 /**
  * mercurius validates nothing of a subscription sent over WebSocket (graphql-js's subscribe assumes a
  * validated document): it gets the same validation as a query, the depth and cost limits included.
+ * Before parsing, from the text: mercurius keeps a subscription's context from then on, and would
+ * keep it for the connection's life if a later hook refused it.
  */
 function validateSubscriptions(app: FastifyInstance, rules: readonly ValidationRule[]) {
-  app.graphql.addHook('preSubscriptionExecution', async (schema, document) => {
+  app.graphql.addHook('preSubscriptionParsing', async (schema, source) => {
+    let document: DocumentNode
+    try {
+      document = parse(source)
+    } catch (err) {
+      throw requestError(err instanceof Error ? err.message : 'The subscription does not parse', 'GRAPHQL_PARSE_FAILED')
+    }
     const errors = validate(schema as GraphQLSchema, document, [...specifiedRules, ...rules])
     if (errors.length > 0) throw requestError(errors.map((e) => e.message).join('; '), 'GRAPHQL_VALIDATION_FAILED')
+  })
+  // The legacy protocol also takes a syntax tree instead of text, which skips the hook above.
+  app.graphql.addHook('preSubscriptionExecution', async (_schema, document) => {
+    if (!parsedFromText(document)) throw requestError('The query must be a GraphQL document (text)', 'GRAPHQL_PARSE_FAILED')
   })
 }
 
