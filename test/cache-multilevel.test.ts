@@ -318,6 +318,29 @@ describe('a load or read in flight when the key changes', () => {
     expect(await cacheOn(redis, { keyPrefix }).get('k')).not.toBe('v1')
   })
 
+  it.each([
+    ['del', 'unlink', (cache: CacheService) => cache.del('k')],
+    ['invalidatePattern', 'deleteMatching', (cache: CacheService) => cache.invalidatePattern('k*')],
+  ] as const)('a read that starts while %s is on its way to Redis keeps nothing in L1', async (_change, method, apply) => {
+    const cache = cacheOn(redis)
+    await cache.set('k', 'old')
+    const l2 = (cache as unknown as { core: { l2: Record<string, (...args: unknown[]) => Promise<unknown>> } }).core.l2
+    const original = l2[method]!.bind(l2)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    vi.spyOn(l2, method).mockImplementationOnce(async (...args: unknown[]) => {
+      await gate
+      return original(...args)
+    })
+    const change = apply(cache)
+    await sleep(10)
+    // Redis still holds the old value: this read finds it.
+    expect(await cache.get('k')).toBe('old')
+    release()
+    await change
+    expect(await cache.get('k')).toBeUndefined()
+  })
+
   it('a value read from Redis before another instance deleted it is not kept in L1', async () => {
     const keyPrefix = nextPrefix()
     const slowClient = createRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 5_000 })
@@ -349,6 +372,23 @@ describe('a load or read in flight when the key changes', () => {
       vi.restoreAllMocks()
       await closeRedis(slowClient)
     }
+  })
+})
+
+describe('a tagged set whose tag versions cannot be read', () => {
+  it('is not cached, and its older value is gone from Redis and from other instances', async () => {
+    const [a, b] = pair({ bus: true })
+    await waitUntil(() => busConnected(a) && busConnected(b), 'both buses are subscribed')
+    await a.set('k', 'old', { tags: ['t'] })
+    expect(await b.get('k')).toBe('old')
+    // One tag version read fails (a timeout, say) while Redis is otherwise there.
+    const tags = (a as unknown as { core: { tags: { stamp: () => Promise<unknown> } } }).core.tags
+    vi.spyOn(tags, 'stamp').mockRejectedValueOnce(new Error('timed out'))
+    const received = b.stats().busReceived
+    await a.set('k', 'new', { tags: ['t'] })
+    await waitUntil(() => b.stats().busReceived > received, 'B heard of it')
+    expect(await a.get('k')).toBeUndefined()
+    expect(await b.get('k')).toBeUndefined()
   })
 })
 
@@ -465,19 +505,18 @@ describe('the cache when Redis fails', () => {
     expect(await cacheOn(client, { keyPrefix: (cache as unknown as { core: { options: { keyPrefix: string } } }).core.options.keyPrefix }).get('after')).toBe('stored')
   })
 
-  it('does not cache a tagged set or setMany while the tag versions are out of reach, and drops the older copy', async () => {
+  it('refuses a tagged set or setMany while Redis is out of reach, and serves no older copy meanwhile', async () => {
     const cache = cacheOn(client, { timeoutMs: 75, breaker: { threshold: 1_000, cooldownMs: 60_000 } })
     await cache.set('tagged', 'old', { tags: ['t'] })
     await cache.set('many', 'old', { tags: ['t'] })
     await proxy.stop()
     try {
-      // Tag `u` has no version this instance knows: it would have to be read from Redis.
-      await expect(withinHangLimit(cache.set('tagged', 'new', { tags: ['u'] }))).resolves.toBeUndefined()
-      await withinHangLimit(cache.setMany([{ key: 'many', value: 'new', tags: ['u'] }, { key: 'plain', value: 'kept' }]))
-      // Neither the new value (unstamped) nor the old one (maybe invalidated meanwhile) is served from memory.
+      // Tag `u` has no version this instance knows: it would have to be read from Redis, and the old value deleted there.
+      await expect(withinHangLimit(cache.set('tagged', 'new', { tags: ['u'] }))).rejects.toBeInstanceOf(ServiceUnavailableError)
+      await expect(withinHangLimit(cache.setMany([{ key: 'many', value: 'new', tags: ['u'] }]))).rejects.toBeInstanceOf(ServiceUnavailableError)
+      // Neither the new value (unstamped) nor the old one (replaced, as far as the caller knows) is served from memory.
       expect(await withinHangLimit(cache.getOrSet('tagged', async () => 'loaded', { tags: ['u'] }))).toBe('loaded')
       expect(await withinHangLimit(cache.getOrSet('many', async () => 'loaded', { tags: ['u'] }))).toBe('loaded')
-      expect(await cache.get('plain')).toBe('kept')
     } finally {
       await proxy.start()
       await waitUntil(() => client.status === 'ready', 'the client reconnected')

@@ -52,4 +52,12 @@ describe('globMatcher', () => {
       expect(local(pattern), pattern).toEqual(await redisMatches(pattern))
     }
   })
+
+  it('matches a pattern of many stars against a long key without backtracking over it', () => {
+    // A RegExp of these backtracks exponentially: six `*a` against 200 `a`s ran for minutes.
+    const key = 'a'.repeat(10_000)
+    expect(globMatcher('*a*a*a*a*a*a*a*a b')(key)).toBe(false)
+    expect(globMatcher('*a*a*a*a*a*a*a*a')(key)).toBe(true)
+    expect(globMatcher('*?*?*?*[b]')(key)).toBe(false)
+  })
 })

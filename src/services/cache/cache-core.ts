@@ -206,15 +206,34 @@ export class CacheCore {
     if (spec.tags && spec.tags.length > 0) {
       try {
         stamp = await this.tags.stamp(spec.tags)
-      } catch {
-        // Without its tag versions (Redis away) an entry could outlive an invalidation: as loads do, cache
-        // nothing, and drop this instance's older copy so it is not served in the new value's place.
+      } catch (err) {
+        // Without its tag versions an entry could outlive an invalidation: as loads do, cache nothing.
         this.counters.errors++
-        this.l1.delete(lk)
+        await this.dropUnstamped([lk], err)
         return
       }
     }
     await this.store(lk, value, spec, stamp, ns, origin)
+  }
+
+  /**
+   * Tagged entries that could not be stamped are not written, and their older values must not be
+   * served in their place: deleted here, in Redis and (through the bus) on every instance, or the
+   * write fails with ServiceUnavailableError when Redis cannot take the delete either.
+   */
+  private async dropUnstamped(lks: readonly string[], cause: unknown): Promise<void> {
+    for (const lk of lks) {
+      this.claims.voidKey(lk)
+      this.l1.delete(lk)
+    }
+    if (!this.l2 || lks.length === 0) return
+    try {
+      await this.l2.unlink(lks.map((lk) => this.redisPrefix + lk))
+    } catch (err) {
+      this.counters.errors++
+      throw new ServiceUnavailableError('The cache could not store the tagged entries: their tag versions are out of reach, and so is the older value', { cause: err ?? cause })
+    }
+    void this.bus?.publish({ keys: [...lks] })
   }
 
   /** One pipeline for L2 and one bus message for the lot. */
@@ -231,11 +250,10 @@ export class CacheCore {
     if (allTags.length > 0) {
       try {
         stamps = await this.tags.stamp(allTags)
-      } catch {
-        // As set: the tagged entries are not cached (and their older copies dropped); the others are.
+      } catch (err) {
+        // As set: the tagged entries are not cached (and their older values dropped everywhere); the others are.
         this.counters.errors++
-        const tagged = entries.filter((e) => e.spec.tags && e.spec.tags.length > 0)
-        for (const e of tagged) this.l1.delete(e.lk)
+        await this.dropUnstamped(entries.filter((e) => e.spec.tags && e.spec.tags.length > 0).map((e) => e.lk), err)
         return this.setMany(entries.filter((e) => !e.spec.tags || e.spec.tags.length === 0), ns, timeoutMs)
       }
     }
@@ -252,6 +270,7 @@ export class CacheCore {
         continue
       }
       stored.push(lk)
+      this.claims.voidKey(lk)
       this.l1.set(lk, value, { bytes: prepared.bytes, freshUntil: prepared.freshUntil, staleUntil: prepared.staleUntil, tags: stamp }, now)
       if (prepared.raw !== undefined) writes.push({ key: this.redisPrefix + lk, raw: prepared.raw, ttlMs: prepared.staleUntil - now })
     }
@@ -289,6 +308,11 @@ export class CacheCore {
     } catch {
       this.counters.errors++
     }
+    // Again once Redis has the delete: a read that began while it was on its way may have found the old value.
+    for (const lk of lks) {
+      this.claims.voidKey(lk)
+      this.l1.delete(lk)
+    }
     await this.bus?.publish({ keys: [...lks] })
     return deleted
   }
@@ -310,6 +334,9 @@ export class CacheCore {
       this.counters.errors++
       throw new ServiceUnavailableError('The cache could not be invalidated', { cause: err })
     } finally {
+      // Again once Redis is done: a read that began during the scan may have found a value since deleted.
+      this.claims.voidKeys(matches)
+      this.l1.deleteWhere(matches, Date.now())
       await this.bus?.publish({ pattern: glob })
     }
   }
@@ -370,6 +397,8 @@ export class CacheCore {
   private async store(lk: string, value: unknown, spec: WriteSpec, stamp: TagStamp | undefined, ns: NamespaceTally, origin?: EntryOrigin): Promise<void> {
     const now = Date.now()
     const prepared = this.prepare(value, spec, stamp, now)
+    // Again at the write itself: a read that began while this write waited (for tag versions) must not fill after it.
+    this.claims.voidKey(lk)
     this.l1.set(lk, value, { bytes: prepared.bytes, freshUntil: prepared.freshUntil, staleUntil: prepared.staleUntil, tags: stamp, origin }, now)
     this.counters.sets++
     ns.sets++

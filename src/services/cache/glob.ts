@@ -18,47 +18,84 @@ function bytes(text: string): string {
   return NOT_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text
 }
 
-/** A test of keys against a Redis glob, with Redis's result for every key. */
+/** A pattern element that matches one byte: a literal, `?`, or a class (256 flags). */
+type Token = { star: true } | { star: false; accepts: (byte: number) => boolean }
+
+const STAR: Token = { star: true }
+const ANY: Token = { star: false, accepts: () => true }
+
+/**
+ * A test of keys against a Redis glob, with Redis's result for every key. Matching walks the key once
+ * per attempt of the last `*` only (O(key × pattern) at worst), never the exponential backtracking a
+ * RegExp of `*a*a*a*…` would do on a long key.
+ */
 export function globMatcher(glob: string): (key: string) => boolean {
-  const re = globToRegExp(glob)
-  return (key) => re.test(bytes(key))
+  const tokens = compile(bytes(glob))
+  return (key) => matches(tokens, bytes(key))
 }
 
-/** The glob as a RegExp over keys' bytes (see `bytes`); use globMatcher, which converts the keys. */
-export function globToRegExp(glob: string): RegExp {
-  const p = bytes(glob)
-  let out = ''
+function matches(tokens: readonly Token[], key: string): boolean {
+  let t = 0
+  let k = 0
+  // The last `*` seen, and where in the key it stands to take one more byte on a mismatch.
+  let star = -1
+  let starFrom = 0
+  while (k < key.length) {
+    const token = tokens[t]
+    if (token !== undefined && !token.star && token.accepts(key.charCodeAt(k))) {
+      t++
+      k++
+    } else if (token !== undefined && token.star) {
+      star = t++
+      starFrom = k
+    } else if (star >= 0) {
+      t = star + 1
+      k = ++starFrom
+    } else {
+      return false
+    }
+  }
+  while (tokens[t]?.star) t++
+  return t === tokens.length
+}
+
+/** The pattern (as bytes, see `bytes`) as tokens, read as stringmatchlen reads it. */
+function compile(p: string): Token[] {
+  const tokens: Token[] = []
   let i = 0
   while (i < p.length) {
     const c = p[i] as string
     if (c === '*') {
-      while (p[i + 1] === '*') i++
-      out += '[\\s\\S]*'
+      if (tokens.at(-1) !== STAR) tokens.push(STAR)
     } else if (c === '?') {
-      out += '[\\s\\S]'
+      tokens.push(ANY)
     } else if (c === '\\' && i + 1 < p.length) {
-      out += byte(p[++i] as string)
+      tokens.push(literal(p.charCodeAt(++i)))
     } else if (c === '[') {
       const parsed = parseClass(p, i + 1)
-      out += parsed.source
+      tokens.push(parsed.token)
       i = parsed.end
     } else {
-      out += byte(c)
+      tokens.push(literal(p.charCodeAt(i)))
     }
     i++
   }
-  return new RegExp(`^${out}$`)
+  return tokens
+}
+
+function literal(code: number): Token {
+  return { star: false, accepts: (byte) => byte === code }
 }
 
 /** A class starting after its `[`, as stringmatchlen reads it; `end` is the index of its last character. */
-function parseClass(p: string, from: number): { source: string; end: number } {
+function parseClass(p: string, from: number): { token: Token; end: number } {
   let i = from
   const negate = p[i] === '^'
   if (negate) i++
-  let members = ''
+  const members = new Uint8Array(256)
   for (;;) {
     if (p[i] === '\\' && i + 1 < p.length) {
-      members += byte(p[++i] as string)
+      members[p.charCodeAt(++i)] = 1
     } else if (p[i] === ']') {
       break
     } else if (i >= p.length) {
@@ -66,31 +103,25 @@ function parseClass(p: string, from: number): { source: string; end: number } {
       i = p.length - 1
       break
     } else if (i + 2 < p.length && p[i + 1] === '-') {
-      members += range(p.charCodeAt(i), p.charCodeAt(i + 2))
+      for (const byte of range(p.charCodeAt(i), p.charCodeAt(i + 2))) members[byte] = 1
       i += 2
     } else {
-      members += byte(p[i] as string)
+      members[p.charCodeAt(i)] = 1
     }
     i++
   }
   // An empty class matches nothing (negated: any byte), as in Redis.
-  const source = members === '' ? (negate ? '[\\s\\S]' : '(?!)') : `[${negate ? '^' : ''}${members}]`
-  return { source, end: i }
+  return { token: { star: false, accepts: (byte) => (members[byte] === 1) !== negate }, end: i }
 }
 
 /**
- * A range of a class as RegExp class members. Redis compares a range's bytes as C `char`s, which are
- * signed: bytes from 0x80 sort below 0x00, so `[z-é]` (0x7a to 0xc3) holds 0xc3-0xff and 0x00-0x7a.
+ * The bytes of a range of a class. Redis compares a range's bytes as C `char`s, which are signed:
+ * bytes from 0x80 sort below 0x00, so `[z-é]` (0x7a to 0xc3) holds 0xc3-0xff and 0x00-0x7a.
  */
-function range(a: number, b: number): string {
+function range(a: number, b: number): number[] {
   const signed = (x: number) => (x >= 0x80 ? x - 0x100 : x)
   const [lo, hi] = signed(a) <= signed(b) ? [signed(a), signed(b)] : [signed(b), signed(a)]
-  const span = (from: number, to: number) => `${byte(String.fromCharCode(from))}-${byte(String.fromCharCode(to))}`
-  if (lo >= 0 || hi < 0) return span(lo & 0xff, hi & 0xff)
-  return `${span(0, hi)}${span(lo & 0xff, 0xff)}`
-}
-
-/** One byte (a latin1 character) as a RegExp atom. */
-function byte(c: string): string {
-  return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
+  const out: number[] = []
+  for (let x = lo; x <= hi; x++) out.push(x & 0xff)
+  return out
 }
