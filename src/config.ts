@@ -85,6 +85,8 @@ export interface Config {
   }
   graphql: {
     graphiql: boolean
+    /** Whether `__schema` and `__type` are answered (`__typename` always is). */
+    introspection: boolean
     maxDepth: number
     maxComplexity: number
   }
@@ -391,6 +393,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     graphql: {
       graphiql: bool('GRAPHIQL', true),
+      introspection: bool('GRAPHQL_INTROSPECTION', true),
       maxDepth: int('GRAPHQL_MAX_DEPTH', 10, 2, 100),
       maxComplexity: int('GRAPHQL_MAX_COMPLEXITY', 1000, 10, 1_000_000),
     },

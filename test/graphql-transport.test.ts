@@ -103,3 +103,22 @@ describe('introspection in the query cost', () => {
     expectRefused(await post({ query: typenames }), 400, 'QUERY_TOO_COMPLEX')
   })
 })
+
+describe('GRAPHQL_INTROSPECTION=false', () => {
+  let closed: TestApp
+  beforeAll(async () => {
+    closed = await buildTestApp({ redis: false, env: { GRAPHQL_INTROSPECTION: 'false' } })
+  })
+  afterAll(() => closed.close())
+
+  it('refuses __schema and __type, and still answers __typename', async () => {
+    for (const query of [getIntrospectionQuery(), '{ __type(name: "Query") { name } }']) {
+      const res = await closed.app.inject({ method: 'POST', url: '/graphql', payload: { query } })
+      expect(res.statusCode).toBe(400)
+      expect(res.json().errors[0].message).toMatch(/introspection has been disabled/i)
+    }
+    const res = await closed.app.inject({ method: 'POST', url: '/graphql', payload: { query: '{ __typename }' } })
+    expect(res.json()).toEqual({ data: { __typename: 'Query' } })
+  })
+})
+

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { getOperationAST, GraphQLError, Kind, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
+import { getOperationAST, GraphQLError, Kind, NoSchemaIntrospectionCustomRule, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
 import { Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { databaseUnavailable } from '../lib/database-unavailable'
@@ -37,6 +37,7 @@ export const graphqlPlugin = fp(
 
     // A static rule list keeps mercurius's validated-query cache on.
     const validationRules: ValidationRule[] = [queryCostRule(gql.maxComplexity), queryDepthRule(gql.maxDepth)]
+    if (!gql.introspection) validationRules.push(NoSchemaIntrospectionCustomRule)
 
     await app.register(mercurius, {
       schema,
