@@ -93,6 +93,19 @@ describe('cache warming', () => {
     expect(cache.popularKeys(5).map((p) => p.key).sort()).toEqual(['hot:0', 'hot:1', 'hot:2', 'hot:3', 'hot:4'])
   })
 
+  it('recomputes the popular keys a selected warmer covers in its namespace', async () => {
+    const cache = create()
+    const files = cache.namespace('files')
+    files.registerWarmer({ name: 'files', pattern: 'file:*', load: () => rows(0) })
+    const loader = vi.fn(async () => 'row')
+    for (let round = 0; round < 3; round++) await files.getMultiLevel('file:1', loader)
+    await cache.getMultiLevel('other:1', async () => 'other')
+    // The pattern is the warmer's, relative to its namespace: it selects the warmer and the keys it covers (files:file:1).
+    const result = await cache.warmCache(['file:*'])
+    expect(result).toMatchObject({ warmers: ['files'], popularKeys: 1 })
+    expect(loader).toHaveBeenCalledTimes(2)
+  })
+
   it('counts entries it could not store, such as one over the maximum entry size', async () => {
     const cache = new CacheService({ redis, keyPrefix: `${basePrefix}${++counter}:`, maxEntryBytes: 1024 })
     cache.registerWarmer({ name: 'mixed', pattern: 'm:*', load: () => [{ key: 'm:ok', value: 1 }, { key: 'm:huge', value: 'x'.repeat(5000) }] })

@@ -219,7 +219,7 @@ export class CacheService {
   }
 
   registerWarmer(warmer: CacheWarmer): void {
-    this.warming.register(warmer, { setMany: (entries) => this.setManyWithin(entries, BULK_TIMEOUT_MS) })
+    this.warming.register(warmer, { setMany: (entries) => this.setManyWithin(entries, BULK_TIMEOUT_MS), keyPrefix: this.ns })
   }
 
   /** Runs the matching warmers (all without patterns), then recomputes popular keys; one run at a time. */

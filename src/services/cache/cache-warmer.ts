@@ -1,7 +1,7 @@
 import { ValidationError } from '../../lib/errors'
 import { validatePattern } from './cache-input'
 import type { WarmProgress } from './cache-stats'
-import { globMatcher } from './glob'
+import { escapeGlob, globMatcher } from './glob'
 
 export interface WarmEntry {
   key: string
@@ -31,6 +31,8 @@ export interface WarmResult {
 export interface WarmTarget {
   /** Resolves to how many entries were stored; the rest failed (too large, or Redis refused the batch). */
   setMany(entries: readonly WarmEntry[]): Promise<number>
+  /** The namespace the warmer was registered on, as a key prefix ('' for the root): its pattern is relative to it. */
+  keyPrefix: string
 }
 
 export interface PopularSource {
@@ -99,7 +101,9 @@ export class WarmingRegistry {
       }
       if (popular) {
         this.state.current = 'popular keys'
-        await this.rewarmPopular(matchers?.map((m) => m.matches))
+        // Popular keys are full keys: those a selected warmer's pattern covers in its namespace, or a pattern given whole.
+        const filters = matchers && [...matchers.map((m) => m.matches), ...selected.map(({ warmer, target }) => globMatcher(escapeGlob(target.keyPrefix) + warmer.pattern))]
+        await this.rewarmPopular(filters)
       }
     } catch (err) {
       this.state.error = err instanceof Error ? err.message : String(err)
