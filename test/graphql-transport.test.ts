@@ -48,6 +48,16 @@ describe('HTTP status of a refused request', () => {
     expect(res.json().errors).toHaveLength(2)
   })
 
+  it('answers variables that do not coerce with 400, the time the query is compiled included', async () => {
+    const authorization = `Bearer ${t.token('user')}`
+    // mercurius compiles a query (graphql-jit) on its second run, whose errors carried no status.
+    for (let i = 0; i < 3; i++) {
+      const res = await post({ query: 'query($id: ID!) { file(id: $id) { id } }', variables: { id: { a: 1 } } }, { 'content-type': 'application/json', authorization })
+      expectRefused(res, 400)
+      expect(res.json().errors[0].message).toMatch(/Variable "\$id" got invalid value/)
+    }
+  })
+
   it('answers GET variables that are not JSON with 400', async () => {
     expectRefused(await t.app.inject({ method: 'GET', url: `/graphql?${new URLSearchParams({ query: 'query($n: Int) { __typename }', variables: 'not json' })}` }), 400)
   })

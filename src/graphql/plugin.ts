@@ -218,9 +218,13 @@ function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx:
   const formatted = mercurius.defaultErrorFormatter({ ...execution, errors } as never, ctx)
   // mercurius takes a status from a lone error only: a request refused for several reasons (two unknown
   // fields) would be a 200. Without data, the first request error's status is the answer's.
-  if (!execution.data && formatted.statusCode === 200) {
-    const status = execution.errors?.map((e) => (e.originalError as { statusCode?: unknown } | undefined)?.statusCode).find((c) => typeof c === 'number' && c >= 400 && c < 500)
+  if (!execution.data && formatted.statusCode === 200 && execution.errors && execution.errors.length > 0) {
+    const statuses = execution.errors.map((e) => (e.originalError as { statusCode?: unknown } | undefined)?.statusCode)
+    const status = statuses.find((c) => typeof c === 'number' && c >= 400 && c < 500)
     if (typeof status === 'number') formatted.statusCode = status
+    // Errors before execution have no path (variables that do not coerce, which the JIT-compiled query
+    // reports without a status of its own): the request was refused, as graphql-js's own would be.
+    else if (execution.errors.every((e, i) => !e.path?.length && statuses[i] === undefined)) formatted.statusCode = 400
   }
   return formatted
 }
