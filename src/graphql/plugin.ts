@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import { getOperationAST, GraphQLError, Kind, NoSchemaIntrospectionCustomRule, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
 import { Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
+import { bearerToken } from '../lib/bearer-token'
 import { databaseUnavailable } from '../lib/database-unavailable'
 import { hookList } from '../lib/route-hooks'
 import { isAppError, UnauthenticatedError } from '../lib/errors'
@@ -166,21 +167,23 @@ function observeOperations(app: FastifyInstance) {
  * query string) names; undefined when it names none of them (graphql-js then answers an error).
  */
 function operationToRun(document: DocumentNode, context: MercuriusContext): OperationDefinitionNode | undefined {
-  const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION)
-  if (operations.length <= 1) return operations[0]
   const request = context.reply?.request
   const params = (request?.method === 'GET' ? request.query : request?.body) as { operationName?: unknown } | undefined
-  const name = params?.operationName
-  return typeof name === 'string' ? operations.find((o) => o.name?.value === name) : undefined
+  return getOperationAST(document, operationNameOf(params?.operationName)) ?? undefined
+}
+
+/** An `operationName` parameter as graphql-js takes it: a non-empty string, else none. */
+function operationNameOf(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined
 }
 
 function contextFor(app: FastifyInstance, authorization: string | undefined, requestId: string): Pick<GraphQLContext, 'viewer' | 'authError' | 'services' | 'requestId'> {
   const base = { services: app.services, requestId }
   if (!authorization) return { ...base, viewer: null, authError: null }
-  const match = /^Bearer\s+(\S+)$/i.exec(authorization)
-  if (!match) return { ...base, viewer: null, authError: new UnauthenticatedError('The Authorization header must be "Bearer <token>"') }
+  const token = bearerToken(authorization)
+  if (!token) return { ...base, viewer: null, authError: new UnauthenticatedError('The Authorization header must be "Bearer <token>"') }
   try {
-    const viewer: Viewer = app.tokens.verify(match[1]!)
+    const viewer: Viewer = app.tokens.verify(token)
     return { ...base, viewer, authError: null }
   } catch (err) {
     return { ...base, viewer: null, authError: err instanceof UnauthenticatedError ? err : new UnauthenticatedError('The token is invalid') }
@@ -304,7 +307,7 @@ function missingOperation(query: string, operationName: unknown): string | null 
   } catch {
     return null
   }
-  const name = typeof operationName === 'string' && operationName !== '' ? operationName : undefined
+  const name = operationNameOf(operationName)
   if (getOperationAST(document, name)) return null
   return name ? `The document has no operation named "${name.slice(0, 100)}"` : 'The document has several operations: name the one to run with operationName'
 }

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest, onResponseHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { bearerToken } from '../lib/bearer-token'
 import { hookList } from '../lib/route-hooks'
 
 export interface Metrics {
@@ -143,7 +144,7 @@ export function operationLabel(name: string | undefined | null, seen: Set<string
 }
 
 function bearerMatches(request: FastifyRequest, token: string): boolean {
-  const given = /^Bearer\s+(\S+)$/i.exec(request.headers.authorization ?? '')?.[1] ?? ''
+  const given = bearerToken(request.headers.authorization) ?? ''
   const a = Buffer.from(given)
   const b = Buffer.from(token)
   return a.length === b.length && timingSafeEqual(a, b)

@@ -3,6 +3,7 @@ import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { operationKinds } from '../graphql/operation-kinds'
+import { bearerToken } from '../lib/bearer-token'
 import { RateLimitedError } from '../lib/errors'
 import { createHitRateLimiter, type HitRateLimiter } from '../services/tracking/hit-rate-limiter'
 import { mirroredCounter } from './metrics'
@@ -54,7 +55,7 @@ export const protectionPlugin = fp(
       // for each request, gets no budget of its own. (Only mutations are counted: the rest skip the check.)
       keyGenerator: (request) => {
         if (!isMutation(request)) return 'uncounted'
-        const token = BEARER.exec(request.headers.authorization ?? '')?.[1]
+        const token = bearerToken(request.headers.authorization)
         if (token) {
           try {
             return `t:${app.tokens.verify(token).id}`
@@ -120,7 +121,6 @@ function isMutation(request: FastifyRequest): boolean {
 
 /** isMutation's verdicts: the rate limiter asks twice per request (its key, then whether to count). */
 const judged = new WeakMap<FastifyRequest, boolean>()
-const BEARER = /^Bearer\s+(\S+)$/i
 
 function judgeMutation(request: FastifyRequest): boolean {
   if (request.method !== 'POST' || request.routeOptions.url !== '/graphql') return false
