@@ -222,10 +222,7 @@ export class CacheCore {
    * write fails with ServiceUnavailableError when Redis cannot take the delete either.
    */
   private async dropUnstamped(lks: readonly string[], cause: unknown): Promise<void> {
-    for (const lk of lks) {
-      this.claims.voidKey(lk)
-      this.l1.delete(lk)
-    }
+    this.forgetLocal(lks)
     if (!this.l2 || lks.length === 0) return
     try {
       await this.l2.unlink(lks.map((lk) => this.redisPrefix + lk))
@@ -309,10 +306,7 @@ export class CacheCore {
       this.counters.errors++
     }
     // Again once Redis has the delete: a read that began while it was on its way may have found the old value.
-    for (const lk of lks) {
-      this.claims.voidKey(lk)
-      this.l1.delete(lk)
-    }
+    this.forgetLocal(lks)
     await this.bus?.publish({ keys: [...lks] })
     return deleted
   }
@@ -320,8 +314,7 @@ export class CacheCore {
   /** `glob` is relative to the cache prefix and already validated. */
   async invalidatePattern(glob: string): Promise<number> {
     const matches = globMatcher(glob)
-    this.claims.voidKeys(matches)
-    const local = this.l1.deleteWhere(matches, Date.now())
+    const local = this.forgetLocalWhere(matches)
     if (!this.l2) {
       this.counters.deletes += local
       return local
@@ -335,8 +328,7 @@ export class CacheCore {
       throw new ServiceUnavailableError('The cache could not be invalidated', { cause: err })
     } finally {
       // Again once Redis is done: a read that began during the scan may have found a value since deleted.
-      this.claims.voidKeys(matches)
-      this.l1.deleteWhere(matches, Date.now())
+      this.forgetLocalWhere(matches)
       await this.bus?.publish({ pattern: glob })
     }
   }
@@ -459,14 +451,7 @@ export class CacheCore {
   /** An L2 entry, fresh or within grace, with L1 filled from it while `claim` holds (else one of its own); undefined on a miss or any failure. */
   private async readL2(lk: string, origin?: EntryOrigin, claim?: Claim): Promise<{ value: unknown; freshUntil: number } | undefined> {
     if (!this.l2) return undefined
-    if (claim === undefined) {
-      const own = this.claims.take(lk)
-      try {
-        return await this.readL2(lk, origin, own)
-      } finally {
-        this.claims.release(lk, own)
-      }
-    }
+    if (claim === undefined) return this.claims.holding(lk, undefined, (own) => this.readL2(lk, origin, own))
     let raw: string | null
     try {
       raw = await this.l2.get(this.redisPrefix + lk)
@@ -530,21 +515,26 @@ export class CacheCore {
 
   private applyRemote(message: BusMessage): void {
     if (message.clear) this.flushLocal()
-    if (Array.isArray(message.keys)) {
-      for (const key of message.keys) {
-        this.claims.voidKey(key)
-        this.l1.delete(key)
-      }
-    }
-    if (typeof message.pattern === 'string') {
-      const matches = globMatcher(message.pattern)
-      this.claims.voidKeys(matches)
-      this.l1.deleteWhere(matches, Date.now())
-    }
+    if (Array.isArray(message.keys)) this.forgetLocal(message.keys)
+    if (typeof message.pattern === 'string') this.forgetLocalWhere(globMatcher(message.pattern))
     if (Array.isArray(message.tags)) {
       this.claims.voidTags(message.tags)
       this.tags.forget(message.tags)
     }
+  }
+
+  /** Drops this instance's copies of the keys, and voids the reads and loads of them in flight. */
+  private forgetLocal(lks: readonly string[]): void {
+    for (const lk of lks) {
+      this.claims.voidKey(lk)
+      this.l1.delete(lk)
+    }
+  }
+
+  /** forgetLocal for the keys `matches` selects; says how many live copies it dropped. */
+  private forgetLocalWhere(matches: (lk: string) => boolean): number {
+    this.claims.voidKeys(matches)
+    return this.l1.deleteWhere(matches, Date.now())
   }
 
   private flushLocal(): void {

@@ -25,6 +25,16 @@ export class FillClaims {
     return claim
   }
 
+  /** Runs `work` under a claim of its own on the key, released when it settles. */
+  async holding<T>(lk: string, tags: readonly string[] | undefined, work: (claim: Claim) => Promise<T>): Promise<T> {
+    const claim = this.take(lk, tags)
+    try {
+      return await work(claim)
+    } finally {
+      this.release(lk, claim)
+    }
+  }
+
   release(lk: string, claim: Claim): void {
     const claims = this.open.get(lk)
     if (claims === undefined) return

@@ -89,14 +89,7 @@ export class LoadCoordinator {
 
   /** Loads and stores the value, unless the key changed meanwhile (`claim`, else one of its own). */
   async loadAndStore(lk: string, loader: Loader, spec: LoadSpec, ns: NamespaceTally, claim?: Claim): Promise<unknown> {
-    if (claim === undefined) {
-      const own = this.options.claims.take(lk, spec.tags)
-      try {
-        return await this.loadAndStore(lk, loader, spec, ns, own)
-      } finally {
-        this.options.claims.release(lk, own)
-      }
-    }
+    if (claim === undefined) return this.options.claims.holding(lk, spec.tags, (own) => this.loadAndStore(lk, loader, spec, ns, own))
     let stamp: TagStamp | undefined
     let cacheable = true
     if (spec.tags && spec.tags.length > 0) {
