@@ -89,6 +89,8 @@ export interface Config {
     introspection: boolean
     maxDepth: number
     maxComplexity: number
+    /** Subscriptions one WebSocket connection may run at once. */
+    maxSubscriptionsPerConnection: number
   }
   metrics: {
     /** Bearer token for GET /metrics; required to serve it when NODE_ENV=production. */
@@ -396,6 +398,7 @@ export function loadConfig(env: Env = process.env): Config {
       introspection: bool('GRAPHQL_INTROSPECTION', true),
       maxDepth: int('GRAPHQL_MAX_DEPTH', 10, 2, 100),
       maxComplexity: int('GRAPHQL_MAX_COMPLEXITY', 1000, 10, 1_000_000),
+      maxSubscriptionsPerConnection: int('GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION', 100, 1, 10_000),
     },
     metrics: { token: str('METRICS_TOKEN') },
     protection: {

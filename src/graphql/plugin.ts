@@ -13,6 +13,7 @@ import type { GraphQLContext } from './context'
 import { operationLabel } from '../plugins/metrics'
 import { queryCostRule, queryDepthRule } from './complexity'
 import { processRequest } from './multipart-request'
+import { limitSubscriptions } from './subscription-limits'
 import { operationKinds } from './operation-kinds'
 import { schema } from './schema'
 
@@ -68,6 +69,7 @@ export const graphqlPlugin = fp(
     runNamedOperation(app)
     refuseOutOfPlace(app)
     validateSubscriptions(app, validationRules)
+    limitSubscriptions(app, gql.maxSubscriptionsPerConnection)
     observeOperations(app)
   },
   { name: 'graphql', dependencies: ['services', 'events'] },

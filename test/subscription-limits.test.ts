@@ -1,0 +1,116 @@
+import { createRequire } from 'node:module'
+import type net from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { buildTestApp, type TestApp } from './helpers/app'
+
+const require = createRequire(import.meta.url)
+
+type Message = { type: string; id?: string; payload?: unknown }
+
+/** A bare graphql-transport-ws connection, to send what a well-behaved client never would. */
+async function connect(url: string, token?: string) {
+  const ws = new WebSocket(url, 'graphql-transport-ws')
+  const messages: Message[] = []
+  const waiting = new Set<() => void>()
+  ws.on('message', (data) => {
+    messages.push(JSON.parse(String(data)) as Message)
+    for (const wake of waiting) wake()
+  })
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: String(reason) })))
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject))
+  const next = (match: (m: Message) => boolean, timeoutMs = 5_000) =>
+    new Promise<Message>((resolve, reject) => {
+      const look = () => {
+        const i = messages.findIndex(match)
+        if (i < 0) return
+        waiting.delete(look)
+        clearTimeout(timer)
+        resolve(messages.splice(i, 1)[0]!)
+      }
+      const timer = setTimeout(() => {
+        waiting.delete(look)
+        reject(new Error(`no such message in ${timeoutMs} ms; got ${JSON.stringify(messages)}`))
+      }, timeoutMs)
+      waiting.add(look)
+      look()
+    })
+  const send = (message: Message) => ws.send(JSON.stringify(message))
+  send({ type: 'connection_init', payload: token ? { authorization: `Bearer ${token}` } : {} })
+  await next((m) => m.type === 'connection_ack')
+  const subscribe = (id: string, query: string) => send({ type: 'subscribe', id, payload: { query } })
+  return { ws, send, next, subscribe, closed, close: () => ws.close() }
+}
+
+const STATS = 'subscription { cacheStats(intervalMs: 60000) { hits } }'
+
+describe('subscriptions per WebSocket connection', () => {
+  let t: TestApp
+  let url: string
+  beforeAll(async () => {
+    t = await buildTestApp({ redis: false, env: { GRAPHQL_MAX_SUBSCRIPTIONS_PER_CONNECTION: '2' } })
+    await t.app.listen({ host: '127.0.0.1', port: 0 })
+    url = `ws://127.0.0.1:${(t.app.server.address() as net.AddressInfo).port}/graphql`
+  })
+  afterAll(() => t.close())
+
+  it('runs at most the configured number at once, and takes another once one completes', async () => {
+    const c = await connect(url, t.token('admin'))
+    try {
+      c.subscribe('a', STATS)
+      c.subscribe('b', STATS)
+      await c.next((m) => m.type === 'next' && m.id === 'a')
+      await c.next((m) => m.type === 'next' && m.id === 'b')
+      c.subscribe('c', STATS)
+      const refused = await c.next((m) => m.id === 'c')
+      expect(refused).toMatchObject({ type: 'error', payload: [{ message: expect.stringMatching(/Too many subscriptions.*at most 2/), extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } }] })
+      c.send({ type: 'complete', id: 'a' })
+      // The id of a completed subscription is free again, as is its place.
+      c.subscribe('a', STATS)
+      await c.next((m) => m.type === 'next' && m.id === 'a')
+    } finally {
+      c.close()
+    }
+  })
+
+  it('forgets a subscription that failed to start: refusals neither use up places nor stay in the connection', async () => {
+    // mercurius's connection holds a subscription's context and result under its id; the refusals must not stay there.
+    const { prototype } = require('mercurius/lib/subscription-connection.js') as { prototype: { handleGQLStart: (data: unknown) => Promise<void> } }
+    const start = prototype.handleGQLStart
+    type Held = { subscriptionContexts: Map<unknown, unknown>; subscriptionIters: Map<unknown, unknown> }
+    const connections = new Set<Held>()
+    prototype.handleGQLStart = function (this: Held, data: unknown) {
+      connections.add(this)
+      return start.call(this, data)
+    }
+    const c = await connect(url, t.token('user'))
+    try {
+      for (let i = 0; i < 10; i++) {
+        c.subscribe(`refused-${i}`, STATS)
+        expect(await c.next((m) => m.id === `refused-${i}`)).toMatchObject({ type: 'error', payload: [{ message: expect.stringMatching(/not allowed|FORBIDDEN/i) }] })
+      }
+      c.subscribe('invalid', 'subscription { cacheStats { nope } }')
+      expect(await c.next((m) => m.id === 'invalid')).toMatchObject({ type: 'error', payload: [{ message: expect.stringMatching(/Cannot query field/) }] })
+      expect(connections.size).toBe(1)
+      const [held] = connections
+      expect([held!.subscriptionContexts.size, held!.subscriptionIters.size]).toEqual([0, 0])
+      // Both places are still free.
+      c.subscribe('p1', 'subscription { uploadProgress(uploadId: "one") { stage } }')
+      c.subscribe('p2', 'subscription { uploadProgress(uploadId: "two") { stage } }')
+      c.subscribe('p3', 'subscription { uploadProgress(uploadId: "three") { stage } }')
+      expect(await c.next((m) => m.id === 'p3')).toMatchObject({ type: 'error', payload: [{ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } }] })
+      expect(held!.subscriptionContexts.size).toBe(2)
+    } finally {
+      prototype.handleGQLStart = start
+      c.close()
+    }
+  })
+
+  it('closes the connection with 4409 when a second subscription takes a running one’s id', async () => {
+    const c = await connect(url, t.token('admin'))
+    c.subscribe('same', STATS)
+    await c.next((m) => m.type === 'next' && m.id === 'same')
+    c.subscribe('same', STATS)
+    expect(await c.closed).toEqual({ code: 4409, reason: 'Subscriber for same already exists' })
+  })
+})
