@@ -122,24 +122,15 @@ function parsedFromText(document: DocumentNode): boolean {
 
 /**
  * mercurius validates nothing of a subscription sent over WebSocket (graphql-js's subscribe assumes a
- * validated document): it gets the same validation as a query, the depth and cost limits included.
- * Before parsing, from the text: mercurius keeps a subscription's context from then on, and would
- * keep it for the connection's life if a later hook refused it.
+ * validated document): it gets the same validation as a query, the depth and cost limits included,
+ * on the document mercurius parsed. The legacy protocol also takes a syntax tree instead of text,
+ * which is refused first. A refusal here leaves nothing behind (see subscription-limits.ts).
  */
 function validateSubscriptions(app: FastifyInstance, rules: readonly ValidationRule[]) {
-  app.graphql.addHook('preSubscriptionParsing', async (schema, source) => {
-    let document: DocumentNode
-    try {
-      document = parse(source)
-    } catch (err) {
-      throw requestError(err instanceof Error ? err.message : 'The subscription does not parse', 'GRAPHQL_PARSE_FAILED')
-    }
+  app.graphql.addHook('preSubscriptionExecution', async (schema, document) => {
+    if (!parsedFromText(document)) throw requestError('The query must be a GraphQL document (text)', 'GRAPHQL_PARSE_FAILED')
     const errors = validate(schema as GraphQLSchema, document, [...specifiedRules, ...rules])
     if (errors.length > 0) throw requestError(errors.map((e) => e.message).join('; '), 'GRAPHQL_VALIDATION_FAILED')
-  })
-  // The legacy protocol also takes a syntax tree instead of text, which skips the hook above.
-  app.graphql.addHook('preSubscriptionExecution', async (_schema, document) => {
-    if (!parsedFromText(document)) throw requestError('The query must be a GraphQL document (text)', 'GRAPHQL_PARSE_FAILED')
   })
 }
 
