@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createRedis } from '../src/infra/redis'
-import { createRateLimiter } from '../src/services/campaigns/rate-limiter'
+import { createRateLimiter, MAX_BACK_OFF_MS } from '../src/services/campaigns/rate-limiter'
 import { buildTestApp, type TestApp } from './helpers/app'
 import { startFakeResend, type FakeResend } from './helpers/fake-resend'
 import { TEST_REDIS_URL, uniqueRedisPrefix } from './helpers/services'
@@ -47,6 +47,24 @@ describe('rate limiter', () => {
     await told.backOff(400)
     const elapsed = await timeAcquisitions(() => other.acquire(), 1)
     expect(elapsed).toBeGreaterThanOrEqual(300)
+  })
+
+  it('bounds a back-off to a minute for everyone, and never sleeps past it', async () => {
+    const keyPrefix = uniqueRedisPrefix()
+    const client = redis()
+    const told = createRateLimiter({ ratePerSecond: 0, redis: client, keyPrefix })
+    // A month: as a timer that would fire at once (past 2^31 ms) and spin on Redis.
+    await told.backOff(30 * 86_400_000)
+    const blocked = await client.pttl(`${keyPrefix}campaign-rate:{global}:block`)
+    expect(blocked).toBeGreaterThan(MAX_BACK_OFF_MS - 5_000)
+    expect(blocked).toBeLessThanOrEqual(MAX_BACK_OFF_MS)
+    const controller = new AbortController()
+    setTimeout(() => controller.abort(), 200)
+    let asked = 0
+    const counted = new Proxy(client, { get: (target, prop, receiver) => (prop === 'pttl' ? (...args: unknown[]) => (asked++, target.pttl(...(args as [string]))) : Reflect.get(target, prop, receiver)) })
+    const other = createRateLimiter({ ratePerSecond: 0, redis: counted, keyPrefix })
+    await expect(other.acquire(controller.signal)).rejects.toThrow()
+    expect(asked).toBe(1)
   })
 
   it('keeps limiting in process when Redis is unreachable', async () => {

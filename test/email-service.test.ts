@@ -342,6 +342,8 @@ describe('delivery and retries', () => {
     expect(retryDelayMs(2, undefined, half)).toBe(45_000)
     expect(retryDelayMs(20, undefined, half)).toBe(45 * 60_000)
     expect(retryDelayMs(3, 5_000, half)).toBe(5_000)
+    // The provider's word is bounded by the same hour.
+    expect(retryDelayMs(1, 30 * 86_400_000, half)).toBe(60 * 60_000)
   })
 
   it('announces each delivered email once through onSent, from the immediate path and the dispatcher', async () => {

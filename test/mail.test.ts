@@ -8,7 +8,7 @@ import { outboxMessages } from '../src/infra/db/schema/email'
 import { buildEml } from '../src/infra/mail/eml'
 import { createOutboxTransport } from '../src/infra/mail/outbox'
 import { createResendTransport } from '../src/infra/mail/resend'
-import { MailProviderError } from '../src/infra/mail/types'
+import { MAX_RETRY_AFTER_MS, MailProviderError } from '../src/infra/mail/types'
 import type { MailMessage } from '../src/infra/mail/types'
 import { startFakeResend } from './helpers/fake-resend'
 import type { FakeResend } from './helpers/fake-resend'
@@ -147,6 +147,14 @@ describe('resend transport', () => {
     const err = await providerError(transport().send(message()))
     expect(err).toMatchObject({ retryable: true, statusCode: 429, retryAfterMs: 1000 })
     expect(err.message).toContain('rate_limit_exceeded')
+  })
+
+  it('bounds a retry-after to an hour, in seconds or as an HTTP date', async () => {
+    fake.failNext(429, 1, { 'retry-after': String(30 * 86_400) })
+    expect(await providerError(transport().send(message()))).toMatchObject({ retryable: true, retryAfterMs: MAX_RETRY_AFTER_MS })
+    fake.failNext(503, 1, { 'retry-after': new Date(Date.now() + 400 * 86_400_000).toUTCString() })
+    expect(await providerError(transport().send(message()))).toMatchObject({ retryable: true, retryAfterMs: MAX_RETRY_AFTER_MS })
+    expect(MAX_RETRY_AFTER_MS).toBe(3_600_000)
   })
 
   it('leaves retryAfterMs undefined when a 429 has no retry-after header', async () => {

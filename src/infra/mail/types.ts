@@ -54,22 +54,31 @@ export interface MailTransport {
 }
 
 /**
+ * The longest wait a provider's `retry-after` can impose. It is the provider's word, not ours: a
+ * month-long value would park a password reset past its token's life and the provider's idempotency window.
+ */
+export const MAX_RETRY_AFTER_MS = 60 * 60_000
+
+/**
  * A provider failure. `retryable` is true for 429, 5xx and network errors: the caller
  * tries again later (after `retryAfterMs` when the provider said so) and never counts it as a failure.
  */
 export class MailProviderError extends Error {
   /** No answer within the deadline (as opposed to a connection that failed). */
   readonly timedOut: boolean
+  /** The provider's `retry-after`, within 0..MAX_RETRY_AFTER_MS; undefined when it gave none. */
+  readonly retryAfterMs?: number
 
   constructor(
     message: string,
     readonly retryable: boolean,
     readonly statusCode?: number,
-    readonly retryAfterMs?: number,
+    retryAfterMs?: number,
     options?: { cause?: unknown; timedOut?: boolean },
   ) {
     super(message, options)
     this.timedOut = options?.timedOut ?? false
+    if (retryAfterMs !== undefined && !Number.isNaN(retryAfterMs)) this.retryAfterMs = Math.min(Math.max(0, retryAfterMs), MAX_RETRY_AFTER_MS)
   }
 }
 

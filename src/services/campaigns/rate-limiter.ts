@@ -9,9 +9,15 @@ import type { Cluster, Redis } from 'ioredis'
 export interface RateLimiter {
   /** Resolves when a request may be made; rejects when the signal aborts. */
   acquire(signal?: AbortSignal): Promise<void>
-  /** No request from anyone for `ms` (the provider said so). */
+  /** No request from anyone for `ms` (the provider said so), at most MAX_BACK_OFF_MS. */
   backOff(ms: number): Promise<void>
 }
+
+/**
+ * The longest pause one 429 imposes on every sender. The batch that met it waits its whole
+ * retry-after; the others try again after this and, if the provider still refuses, pause again.
+ */
+export const MAX_BACK_OFF_MS = 60_000
 
 export interface RateLimiterOptions {
   /** Requests per second; 0 means unlimited (back-offs still apply). */
@@ -96,14 +102,16 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
           const wait = await tryTake()
           if (wait <= 0) return
           waitedSince ??= performance.now()
-          await sleep(wait, undefined, { signal })
+          // Bounded: a block set elsewhere might say more, and a timer past 2^31 ms fires at once.
+          await sleep(Math.min(wait, MAX_BACK_OFF_MS), undefined, { signal })
         }
       } finally {
         if (waitedSince !== undefined) options.onWait?.((performance.now() - waitedSince) / 1000)
       }
     },
-    async backOff(ms) {
-      if (!(ms > 0)) return
+    async backOff(requested) {
+      if (!(requested > 0)) return
+      const ms = Math.min(requested, MAX_BACK_OFF_MS)
       local.block(ms)
       if (!redis) return
       try {

@@ -84,7 +84,7 @@ export function toEmailRecord(row: EmailRow): EmailRecord {
 
 /** The provider's `retry-after` when it gave one, else exponential backoff with jitter so a burst of failures does not retry in lockstep. */
 export function retryDelayMs(attempts: number, retryAfterMs?: number, random: () => number = Math.random): number {
-  if (retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) return retryAfterMs
+  if (retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) return Math.min(retryAfterMs, MAX_RETRY_MS)
   const ceiling = Math.min(MAX_RETRY_MS, BASE_RETRY_MS * 2 ** Math.max(0, attempts - 1))
   return Math.round(ceiling / 2 + (random() * ceiling) / 2)
 }
