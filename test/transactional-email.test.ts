@@ -100,6 +100,20 @@ describe('transactional email through Resend', () => {
     expect(resend.sent.filter((s) => s.idempotencyKey === `email/${res.data.sendWelcomeEmail.email.id}`)).toHaveLength(1)
   })
 
+  it("never takes one user's reminder for another's, whatever their ids hold", async () => {
+    const sendAt = new Date(Date.now() + 2 * 60 * 60_000).toISOString()
+    const event = (id: string) => ({ id, title: 'Board meeting', date: '2030-06-03T18:00:00Z', location: 'Room 1' })
+    const remind = (userId: string, email: string, eventId: string) =>
+      t.gql<{ scheduleEventReminder: { email: { id: string; to: string } } }>(REMIND, { input: { user: { id: userId, email, name: userId }, event: event(eventId), sendAt } }, service)
+    // "42/team/7" either way, were the ids joined as they are.
+    const alice = await remind('team/7', 'alice@example.com', '42')
+    const bob = await remind('7', 'bob@example.com', '42/team')
+    expect(bob.data.scheduleEventReminder.email.id).not.toBe(alice.data.scheduleEventReminder.email.id)
+    const ids = [alice.data.scheduleEventReminder.email.id, bob.data.scheduleEventReminder.email.id]
+    const rows = await t.app.db.db.execute<{ to: string }>(sql`select "to" from emails where id in (${ids[0]}, ${ids[1]}) order by "to"`)
+    expect(rows.rows.map((r) => r.to)).toEqual(['alice@example.com', 'bob@example.com'])
+  })
+
   it('keeps a scheduled reminder across a restart and sends it when due', async () => {
     const sendAt = new Date(Date.now() + 60 * 60_000).toISOString()
     const input = { user, event: { id: 'ev-1', title: 'Launch party', date: '2030-06-03T18:00:00Z', location: 'Dock 4' }, sendAt }

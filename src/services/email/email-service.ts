@@ -333,7 +333,8 @@ export class EmailService {
       user.email,
       'event-reminder',
       { name: user.name, event: { title: event.title, date: event.date, location: event.location, url: event.url } },
-      { sendAt, dedupeKey: `event-reminder/${event.id}/${user.id}/${sendAt.toISOString()}` },
+      // Each id escaped: free-form ids with a slash ("team/7" and "42/team") must not make another pair's key.
+      { sendAt, dedupeKey: `event-reminder/${encodeURIComponent(event.id)}/${encodeURIComponent(user.id)}/${sendAt.toISOString()}` },
     )
   }
 
