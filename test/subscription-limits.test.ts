@@ -106,6 +106,25 @@ describe('subscriptions per WebSocket connection', () => {
     }
   })
 
+  it('sends a start that failed inside its resolver through the error formatter: no internals, a code', async () => {
+    const files = t.app.services.files
+    const snapshot = files.progressSnapshot
+    files.progressSnapshot = () => Promise.reject(new Error('Failed query: select secret from upload_progress'))
+    const c = await connect(url, t.token('user'))
+    try {
+      c.subscribe('broken', 'subscription { uploadProgress(uploadId: "u-1") { stage } }')
+      const refused = await c.next((m) => m.id === 'broken')
+      expect(refused).toMatchObject({ type: 'error', payload: [{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] })
+      expect(JSON.stringify(refused)).not.toContain('secret')
+      // A refusal of the app's own keeps its message and gains its code.
+      c.subscribe('invalid', 'subscription { cacheStats { hits } }')
+      expect(await c.next((m) => m.id === 'invalid')).toMatchObject({ type: 'error', payload: [{ extensions: { code: 'FORBIDDEN' } }] })
+    } finally {
+      files.progressSnapshot = snapshot
+      c.close()
+    }
+  })
+
   it('closes the connection with 4409 when a second subscription takes a running one’s id', async () => {
     const c = await connect(url, t.token('admin'))
     c.subscribe('same', STATS)

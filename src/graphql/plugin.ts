@@ -69,7 +69,7 @@ export const graphqlPlugin = fp(
     runNamedOperation(app)
     refuseOutOfPlace(app)
     validateSubscriptions(app, validationRules)
-    limitSubscriptions(app, gql.maxSubscriptionsPerConnection)
+    limitSubscriptions(app, { maxPerConnection: gql.maxSubscriptionsPerConnection, formatError: (err) => subscriptionStartError(app, err) })
     observeOperations(app)
   },
   { name: 'graphql', dependencies: ['services', 'events'] },
@@ -223,6 +223,13 @@ function formatErrors(execution: ExecutionResult & { statusCode?: number }, ctx:
     else if (execution.errors.every((e, i) => !e.path?.length && statuses[i] === undefined)) formatted.statusCode = 400
   }
   return formatted
+}
+
+/** An error that ended a subscription's start, as formatErrors answers any other (one error: the protocol's message carries one). */
+function subscriptionStartError(app: FastifyInstance, err: unknown): GraphQLError {
+  const error = err instanceof GraphQLError ? err : new GraphQLError(err instanceof Error ? err.message : String(err), { originalError: err instanceof Error ? err : undefined })
+  const [first] = formatErrors({ data: null, errors: [error] }, { app } as unknown as MercuriusContext).response.errors as { message: string; extensions?: Record<string, unknown> }[]
+  return new GraphQLError(first!.message, { extensions: first!.extensions })
 }
 
 /**

@@ -12,9 +12,13 @@
  *   anything to complete after an error, so every refused start (a scope check, a bad argument, a
  *   hook) stayed until the socket closed: one connection could grow them without bound.
  *
+ * - **An error that ends a start goes through the app's error formatter**, as every other error does:
+ *   mercurius sent it as thrown, so an internal failure in a `subscribe` resolver (a database error,
+ *   with its SQL) reached the client.
+ *
  * There is no hook for these, so the connection class's start handler is wrapped, once per process,
- * in the module mercurius itself loaded (the package has no `exports` map). The limit is read from the
- * Fastify instance the connection serves, so an app that does not set it gets mercurius's behaviour.
+ * in the module mercurius itself loaded (the package has no `exports` map). The settings are read from
+ * the Fastify instance the connection serves, so an app that does not set them gets mercurius's behaviour.
  */
 import { createRequire } from 'node:module'
 import type { FastifyInstance } from 'fastify'
@@ -22,8 +26,15 @@ import { GraphQLError } from 'graphql'
 
 const require = createRequire(import.meta.url)
 
-/** The per-connection limit, as decorated on the app (read by the wrapped start handler). */
-const kLimit = Symbol('graphql.subscriptionsPerConnection')
+/** The app's settings, as decorated on it (read by the wrapped start handler). */
+const kLimits = Symbol('graphql.subscriptionLimits')
+
+export interface SubscriptionLimits {
+  /** Subscriptions one connection may run at once. */
+  maxPerConnection: number
+  /** What the client is sent for an error that ended a start: mercurius sends it as it was thrown, internals included. */
+  formatError: (err: unknown) => Error
+}
 
 /** The graphql-transport-ws close code for a second operation with a running one's id. */
 export const SUBSCRIBER_EXISTS = 4409
@@ -33,7 +44,7 @@ interface StartMessage {
 }
 
 interface Connection {
-  fastify: FastifyInstance & { [kLimit]?: number }
+  fastify: FastifyInstance & { [kLimits]?: SubscriptionLimits }
   socket: { close(code: number, reason: string): void }
   handleGQLStart(data: StartMessage): Promise<void>
   handleGQLComplete(id: unknown): void
@@ -51,8 +62,9 @@ function wrapStart(): void {
   const { handleGQLStart: start, handleGQLComplete: complete } = prototype
   // A start's promise lasts as long as its subscription runs: it settles when the subscription ends.
   prototype.handleGQLStart = async function (this: Connection, data: StartMessage) {
-    const max = this.fastify[kLimit]
-    if (max === undefined) return start.call(this, data)
+    const limits = this.fastify[kLimits]
+    if (limits === undefined) return start.call(this, data)
+    const max = limits.maxPerConnection
     let ids = running.get(this)
     if (!ids) running.set(this, (ids = new Map()))
     const { id } = data
@@ -72,7 +84,7 @@ function wrapStart(): void {
     } catch (err) {
       // Still this start's id (no complete came for it): what mercurius holds under it is this start's.
       if (ids.get(id) === mark) this.handleGQLComplete(id)
-      throw err
+      throw limits.formatError(err)
     } finally {
       if (ids.get(id) === mark) ids.delete(id)
     }
@@ -85,7 +97,7 @@ function wrapStart(): void {
 }
 
 /** Applies the bounds above to the app's WebSocket subscriptions. */
-export function limitSubscriptions(app: FastifyInstance, maxPerConnection: number): void {
+export function limitSubscriptions(app: FastifyInstance, limits: SubscriptionLimits): void {
   wrapStart()
-  app.decorate(kLimit, maxPerConnection)
+  app.decorate(kLimits, limits)
 }
