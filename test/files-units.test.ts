@@ -1,6 +1,7 @@
+import { deflateSync } from 'node:zlib'
 import { describe, expect, it } from 'vitest'
 import { expectedPartSize, MAX_PARTS, MIN_PART_BYTES, planParts } from '../src/services/files/part-plan'
-import { countPdfPages } from '../src/services/files/pdf-pages'
+import { countPdfPages, PDF_COUNT_BUDGET } from '../src/services/files/pdf-pages'
 import { progressStream } from '../src/services/files/progress-stream'
 import type { UploadProgressEvent } from '../src/services/files/upload-progress'
 
@@ -35,6 +36,32 @@ describe('countPdfPages', () => {
 
   it('answers undefined when there is no page tree to read', () => {
     expect(countPdfPages(Buffer.from('%PDF-1.7\nnothing here'))).toBeUndefined()
+  })
+
+  const objStm = (body: Buffer) =>
+    Buffer.concat([Buffer.from('1 0 obj\n<< /Type /ObjStm /N 1 /First 4 /Filter /FlateDecode >>\nstream\n', 'latin1'), deflateSync(body), Buffer.from('\nendstream\nendobj\n', 'latin1')])
+  const tree = Buffer.from('2 0 obj << /Type /Pages /Kids [3 0 R] /Count 7 /Resources << /Font << /F1 4 0 R >> >> >> endobj ', 'latin1')
+
+  it('finds the page tree inside a compressed object stream, nested dictionaries and all', () => {
+    expect(countPdfPages(Buffer.concat([Buffer.from('%PDF-1.7\n'), objStm(tree)]))).toBe(7)
+  })
+
+  it('looks at no more page-tree candidates than its budget: a file made of them gets no count, not seconds of work', () => {
+    const decoys = '<< /Type /Pages /Parent 9 0 R >> '.repeat(PDF_COUNT_BUDGET.candidates)
+    expect(countPdfPages(Buffer.from(`%PDF-1.4\n${decoys}2 0 obj << /Type /Pages /Count 7 >> endobj`, 'latin1'))).toBeUndefined()
+    expect(countPdfPages(Buffer.from(`%PDF-1.4\n${decoys.slice(0, -40)}2 0 obj << /Type /Pages /Count 7 >> endobj`, 'latin1'))).toBe(7)
+  })
+
+  it('inflates no more than its budget over all object streams: past it, nothing more is inflated', () => {
+    const blank = (bytes: number) => objStm(Buffer.alloc(bytes, 0x20))
+    const head = Buffer.from('%PDF-1.7\n')
+    // Streams that together fit the budget are all read; one byte more and the tree behind them is not.
+    const half = PDF_COUNT_BUDGET.inflatedBytes / 2
+    expect(countPdfPages(Buffer.concat([head, blank(half), blank(half - 1024), objStm(tree)]))).toBe(7)
+    expect(countPdfPages(Buffer.concat([head, blank(half), blank(half + 1), objStm(tree)]))).toBeUndefined()
+    // A stream that fails to inflate (past the budget, or damaged) ends the search as well.
+    const damaged = Buffer.concat([Buffer.from('1 0 obj\n<< /Type /ObjStm /Filter /FlateDecode >>\nstream\n', 'latin1'), Buffer.from('not zlib at all'), Buffer.from('\nendstream\nendobj\n')])
+    expect(countPdfPages(Buffer.concat([head, damaged, objStm(tree)]))).toBeUndefined()
   })
 })
 
