@@ -1,12 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, preValidationHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { getOperationAST, GraphQLError, Kind, NoSchemaIntrospectionCustomRule, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ExecutionResult, type OperationDefinitionNode, type ValidationRule } from 'graphql'
+import { getOperationAST, GraphQLError, Kind, NoSchemaIntrospectionCustomRule, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ExecutionResult, type OperationDefinitionNode, type ValidationRule, visit } from 'graphql'
 import { Upload } from 'graphql-upload-minimal'
 import mercurius, { type MercuriusContext } from 'mercurius'
 import { bearerToken } from '../lib/bearer-token'
 import { databaseUnavailable } from '../lib/database-unavailable'
 import { hookList } from '../lib/route-hooks'
-import { isAppError, UnauthenticatedError } from '../lib/errors'
+import { isAppError, UnauthenticatedError, ValidationError } from '../lib/errors'
+import { isStorableText, UNSTORABLE_TEXT, unstorableAt } from '../lib/storable-text'
 import type { Viewer } from '../services/auth/jwt'
 import { planParts } from '../services/files/part-plan'
 import type { GraphQLContext } from './context'
@@ -68,6 +69,7 @@ export const graphqlPlugin = fp(
     })
     runNamedOperation(app)
     refuseOutOfPlace(app)
+    refuseUnstorableText(app)
     validateSubscriptions(app, validationRules)
     limitSubscriptions(app, { maxPerConnection: gql.maxSubscriptionsPerConnection, formatError: (err) => subscriptionStartError(app, err) })
     observeOperations(app)
@@ -111,6 +113,32 @@ function refuseOutOfPlace(app: FastifyInstance) {
   app.graphql.addHook('preExecution', async (_schema, document, context) => {
     if (operationToRun(document, context)?.operation === 'subscription') {
       throw requestError('Subscriptions run over WebSocket (graphql-ws or subscriptions-transport-ws at /graphql), not over HTTP', 'SUBSCRIPTION_REQUIRES_WEBSOCKET')
+    }
+  })
+}
+
+/**
+ * Text that PostgreSQL cannot store (U+0000, an unpaired surrogate), in a variable or a literal of
+ * the query: refused at once, the variable named, instead of an internal error from the first write
+ * (and a batch such as addContacts failing whole).
+ */
+function refuseUnstorableText(app: FastifyInstance) {
+  const literalsStorable = new WeakMap<DocumentNode, boolean>()
+  app.graphql.addHook('preExecution', async (_schema, document, _context, variables) => {
+    let literals = literalsStorable.get(document)
+    if (literals === undefined) {
+      literals = true
+      visit(document, {
+        StringValue(node) {
+          if (!isStorableText(node.value)) literals = false
+        },
+      })
+      literalsStorable.set(document, literals)
+    }
+    const at = literals ? unstorableAt(variables) : []
+    if (at) {
+      const where = literals ? `Variable "${at.join('.')}"` : 'A string in the query'
+      throw Object.assign(ValidationError.field(literals ? ['variables', ...at] : ['query'], `${where} ${UNSTORABLE_TEXT}`), { statusCode: 400 })
     }
   })
 }

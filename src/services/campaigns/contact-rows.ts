@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import { checkEmail } from '../../lib/email-address'
+import { isStorableText, UNSTORABLE_TEXT, unstorableAt } from '../../lib/storable-text'
 
 export interface ContactInput {
   email: string
@@ -40,8 +41,11 @@ export function checkContact(contact: ContactInput): { row: ContactRowInput } | 
   if (!checked.valid) return { error: `The address ${checked.reason}` }
   const name = contact.name?.trim() || null
   if (name !== null && (name.length > MAX_NAME || /[\r\n\0]/.test(name))) return { error: `The name must be at most ${MAX_NAME} characters on one line` }
+  if (name !== null && !isStorableText(name)) return { error: `The name ${UNSTORABLE_TEXT}` }
   const attributes = contact.attributes ?? {}
   if (typeof attributes !== 'object' || Array.isArray(attributes)) return { error: 'attributes must be a JSON object' }
+  const unstorable = unstorableAt(attributes)
+  if (unstorable) return { error: `attributes${unstorable.map((p) => `.${p}`).join('')} ${UNSTORABLE_TEXT}` }
   const json = JSON.stringify(attributes)
   if (Buffer.byteLength(json) > MAX_ATTRIBUTES_BYTES) return { error: `attributes must be at most ${MAX_ATTRIBUTES_BYTES} bytes of JSON` }
   return { row: { email: checked.normalized!, name, attributesJson: json } }
