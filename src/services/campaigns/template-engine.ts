@@ -8,6 +8,7 @@
 import Handlebars from 'handlebars'
 import type { TemplateVariableDecl } from '../../infra/db/schema/campaigns'
 import { AppError } from '../../lib/errors'
+import { neutralizeUnsafeUrls } from '../../lib/escape'
 import { formatDate } from '../email/format-date'
 import { htmlToText } from './html-to-text'
 import { analyzeSource, BUILTIN_VARIABLES, UNSUBSCRIBE_VARIABLE, type TemplatePart, type TemplateProblem } from './template-analysis'
@@ -136,7 +137,8 @@ export function compileTemplate(
     render(context) {
       // Line breaks in a subject would end the header early.
       const renderedSubject = renderPart('subject', () => subject(context)).replace(/\s+/g, ' ').trim()
-      const body = renderPart('html', () => html(context))
+      // Links and sources built from contact data can only be web, mail, phone or inline-image URLs.
+      const body = neutralizeUnsafeUrls(renderPart('html', () => html(context)))
       return {
         subject: renderedSubject,
         html: layout ? renderPart('layout', () => layout(renderedSubject, body)) : body,

@@ -3,6 +3,7 @@
  * and an open pixel goes before </body>. Works on the rendered output, so links built from contact
  * data are tracked too; a link's index is its position among the tracked links of that email.
  */
+import { decodeEntities } from '../../lib/escape'
 import { MAX_TRACKED_URL_LENGTH, webUrl } from './tracking-tokens'
 
 export interface RewriteOptions {
@@ -54,18 +55,4 @@ export function templateLinks(html: string, keep?: (url: string) => boolean): st
     if ((webUrl(url) !== null || /^\{\{/.test(url)) && !keep?.(url)) links.push(webUrl(url) ?? url)
   }
   return links
-}
-
-const NAMED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" }
-
-/** Handlebars escapes `&`, `=`, quotes and backticks in URLs; the redirect must use the real URL. */
-export function decodeEntities(value: string): string {
-  if (!value.includes('&')) return value
-  return value.replace(/&(?:#(\d{1,7})|#x([0-9a-f]{1,6})|([a-z]+));/gi, (whole, dec: string | undefined, hex: string | undefined, name: string | undefined) => {
-    if (dec !== undefined || hex !== undefined) {
-      const code = dec !== undefined ? Number(dec) : parseInt(hex!, 16)
-      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole
-    }
-    return NAMED[name!.toLowerCase()] ?? whole
-  })
 }
