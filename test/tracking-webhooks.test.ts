@@ -366,3 +366,90 @@ describe('batches', () => {
     expect(await countEvents(ctx.t, campaignId, EventType.delivered)).toBe(3)
   })
 })
+
+describe('POST /webhooks/resend: signed events the database would refuse', () => {
+  async function storedRow(svixId: string) {
+    const rows = await ctx.t.app.db.db.execute<{ provider_id: string; email: string | null; detail: string | null; occurred_at: Date | string }>(
+      sql`select provider_id, email, detail, occurred_at from webhook_events where svix_id = ${svixId}`,
+    )
+    return rows.rows[0] ? { ...rows.rows[0], occurred_at: new Date(rows.rows[0].occurred_at) } : undefined
+  }
+
+  it('stores an event with NUL or a lone surrogate in its text, cleaned, instead of answering 503 on every retry', async () => {
+    const { campaignId, recipients } = await sendTrackedCampaign(ctx, ['nul-bounce@example.com', 'nul-failed@example.com'])
+    const [bounced, failed] = recipients as [SentRecipient, SentRecipient]
+    const bounce = resendEvent('email.bounced', bounced, campaignId, { bounce: { type: 'Permanent', subType: 'General', message: '550 user\u0000unknown \ud800' } })
+    const first = await postWebhook(ctx.t, bounce, { svixId: 'msg_nul_bounce' })
+    expect(first).toMatchObject({ statusCode: 200, body: { status: 'accepted' } })
+    expect(await postWebhook(ctx.t, bounce, { svixId: 'msg_nul_bounce' })).toMatchObject({ statusCode: 200, body: { status: 'duplicate' } })
+    expect((await storedRow('msg_nul_bounce'))?.detail).toBe('Permanent: General: 550 userunknown \ufffd')
+
+    const failure = await postWebhook(ctx.t, resendEvent('email.failed', failed, campaignId, { failed: { reason: 'quota\u0000reached' } }), { svixId: 'msg_nul_failed' })
+    expect(failure).toMatchObject({ statusCode: 200, body: { status: 'accepted' } })
+    expect((await storedRow('msg_nul_failed'))?.detail).toBe('quotareached')
+
+    // An id is replaced, not shortened (it must not become another message's id); an address with a NUL is not one.
+    const odd = await postWebhook(ctx.t, resendEvent('email.bounced', { providerId: 'nul-id\u0000', email: 'nul\u0000@example.com' }, null, { bounce: { type: 'Permanent' } }), { svixId: 'msg_nul_id' })
+    expect(odd).toMatchObject({ statusCode: 200, body: { status: 'accepted' } })
+    expect(await storedRow('msg_nul_id')).toMatchObject({ provider_id: 'nul-id\ufffd', email: null })
+
+    await drain()
+    expect(await recipientStatus(ctx.t, bounced.id)).toBe('bounced')
+    expect(await recipientStatus(ctx.t, failed.id)).toBe('failed')
+    expect(await suppression('nul-bounce@example.com')).toBe('bounced')
+  })
+
+  it('uses the receipt time for an event time PostgreSQL cannot store or that is not believable', async () => {
+    for (const [i, created] of ['0000-01-01T00:00:00Z', '-000001-01-01T00:00:00Z', '275760-09-13T00:00:00Z', '1970-01-01T00:00:00Z', '2999-01-01T00:00:00Z'].entries()) {
+      const event = { type: 'email.delivered', created_at: created, data: { email_id: `odd-date-${i}`, created_at: created, to: ['odd-date@example.com'] } }
+      const before = Date.now()
+      const res = await postWebhook(ctx.t, event, { svixId: `msg_odd_date_${i}` })
+      const after = Date.now()
+      expect(res, created).toMatchObject({ statusCode: 200, body: { status: 'accepted' } })
+      const at = (await storedRow(`msg_odd_date_${i}`))!.occurred_at.getTime()
+      // The column keeps milliseconds, rounded.
+      expect(at, created).toBeGreaterThanOrEqual(before - 1)
+      expect(at, created).toBeLessThanOrEqual(after + 1)
+    }
+    // A bad top-level time falls back to data.created_at; a bad click time to the event's.
+    const good = '2024-05-06T07:08:09.000Z'
+    await postWebhook(ctx.t, { type: 'email.delivered', created_at: '0000-01-01T00:00:00Z', data: { email_id: 'odd-date-x', created_at: good } }, { svixId: 'msg_odd_date_x' })
+    expect((await storedRow('msg_odd_date_x'))!.occurred_at.toISOString()).toBe(good)
+    await postWebhook(ctx.t, { type: 'email.clicked', created_at: good, data: { email_id: 'odd-date-y', click: { link: 'https://shop.example.com/', timestamp: '-000001-01-01T00:00:00Z' } } }, { svixId: 'msg_odd_date_y' })
+    expect((await storedRow('msg_odd_date_y'))!.occurred_at.toISOString()).toBe(good)
+  })
+
+  it('answers 422 when the database refuses the row for its content and 500, not 503, for any other failure', async () => {
+    const db = ctx.t.app.db.db
+    const event = resendEvent('email.delivered', { providerId: 'refused-1', email: 'refused@example.com' }, null)
+    const post = () => {
+      const { body, headers } = signedWebhook(event, { svixId: 'msg_refused_1' })
+      return ctx.t.app.inject({ method: 'POST', url: '/webhooks/resend', headers, payload: body })
+    }
+    // Content the database refuses (a constraint stands in for whatever the payload parser does not clean).
+    await db.execute(sql`alter table webhook_events add constraint refuse_test check (provider_id <> 'refused-1')`)
+    try {
+      const refused = await post()
+      expect(refused.statusCode).toBe(422)
+      expect(refused.json()).toMatchObject({ error: { code: 'WEBHOOK_UNSTORABLE' } })
+    } finally {
+      await db.execute(sql`alter table webhook_events drop constraint refuse_test`)
+    }
+    // Not an outage and not the content: a bug. Still non-2xx, so the provider's retry finds the fix.
+    await db.execute(sql`create function refuse_test() returns trigger language plpgsql as $$ begin raise exception 'broken trigger'; end $$`)
+    await db.execute(sql`create trigger refuse_test before insert on webhook_events for each row execute function refuse_test()`)
+    try {
+      const broken = await post()
+      expect(broken.statusCode).toBe(500)
+      expect(broken.headers['retry-after']).toBeUndefined()
+      expect(broken.json()).toMatchObject({ error: { code: 'INTERNAL_SERVER_ERROR' } })
+    } finally {
+      await db.execute(sql`drop trigger refuse_test on webhook_events`)
+      await db.execute(sql`drop function refuse_test()`)
+    }
+    expect(await storedRow('msg_refused_1')).toBeUndefined()
+    const retried = await post()
+    expect(retried.statusCode).toBe(200)
+    expect(retried.json()).toEqual({ status: 'accepted' })
+  })
+})

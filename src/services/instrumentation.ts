@@ -15,7 +15,7 @@ export type UploadKind = 'file' | 'part'
 export type PipelineStepOutcome = 'success' | 'retry' | 'failed'
 export type MailKind = 'transactional' | 'campaign'
 export type EngagementKind = 'open' | 'click' | 'unsubscribe'
-export type WebhookIntakeOutcome = 'accepted' | 'duplicate' | 'rejected' | 'malformed' | 'ignored' | 'unconfigured' | 'error'
+export type WebhookIntakeOutcome = 'accepted' | 'duplicate' | 'rejected' | 'malformed' | 'ignored' | 'unconfigured' | 'unstorable' | 'error'
 /** `unmatched`: no recipient matched (yet); the row is retried or ignored. `failed`: an error; the row is retried. */
 export type WebhookApplyOutcome = 'applied' | 'unmatched' | 'failed'
 /** One attempt to deliver an outgoing webhook: `retry` will be tried again, `failed` will not. */

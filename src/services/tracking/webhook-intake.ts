@@ -2,6 +2,10 @@
  * Receiving a provider webhook: verify the signature on the raw body, keep only the events we use,
  * and store the row before answering (so a 2xx means it is durable). Processing is kicked after
  * the answer. A database failure is thrown, so the route answers 5xx and the provider retries.
+ * A row PostgreSQL refuses for its content (a data exception or constraint violation, SQLSTATE class
+ * 22 or 23) is answered `unstorable` instead: retrying the same signed bytes can never succeed, and
+ * a 503 for it would look like an outage. The payload parser cleans what it knows of (NUL, lone
+ * surrogates, out-of-range dates), so this is the backstop for what it does not.
  */
 import type { Database } from '../../infra/db/client'
 import type { ParsedWebhook } from './webhook-payload'
@@ -13,6 +17,7 @@ export type IntakeResult =
   | { status: 'rejected'; reason: 'headers' | 'signature' | 'timestamp' }
   | { status: 'malformed'; reason: string }
   | { status: 'ignored'; reason: string }
+  | { status: 'unstorable'; reason: string; error: unknown }
   | { status: 'duplicate' }
   | { status: 'accepted'; id: number }
 
@@ -35,9 +40,24 @@ export function createWebhookIntake(deps: WebhookIntakeDeps): WebhookIntake {
     if (!verified.ok) return verified.reason === 'malformed' ? { status: 'malformed', reason: 'The body is not JSON' } : { status: 'rejected', reason: verified.reason }
     const parsed = deps.parse(verified.payload)
     if (parsed.kind !== 'event') return { status: parsed.kind, reason: parsed.reason }
-    const stored = await storeWebhookEvent(deps.db, id, parsed.event)
+    let stored
+    try {
+      stored = await storeWebhookEvent(deps.db, id, parsed.event)
+    } catch (err) {
+      if (!refusesData(err)) throw err
+      return { status: 'unstorable', reason: 'The database refuses a value of this event', error: err }
+    }
     if (!stored) return { status: 'duplicate' }
     deps.stored()
     return { status: 'accepted', id: stored.id }
   }
+}
+
+/** SQLSTATE class 22 (data exception) or 23 (integrity constraint violation), on the error or a cause (Drizzle wraps the driver's). */
+function refusesData(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code)) return true
+  }
+  return false
 }

@@ -2,6 +2,7 @@
  * Turns a verified Resend event into the compact row the processing needs, or says why there is
  * nothing to store. Only `email.*` events about delivery and engagement are kept.
  */
+import { normalizeText } from '../../lib/escape'
 import { EventType, type EventTypeCode } from './event-types'
 import type { MachineDetector } from './machine-detection'
 
@@ -21,6 +22,17 @@ export type ParsedWebhook = { kind: 'event'; event: InboxEvent } | { kind: 'igno
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const DETAIL_MAX = 500
+/**
+ * Event times outside [2000-01-01, receipt + 1 day] are not believed: JavaScript parses years 0 and
+ * -1 (which PostgreSQL refuses, so the row could never be stored) and years up to 275760 (which would
+ * sit in the rollups and outlive retention). Resend signs its webhooks within minutes of sending them,
+ * so a time a day ahead is already a wrong clock; the receipt time stands in for it.
+ */
+const EARLIEST_EVENT = Date.UTC(2000, 0, 1)
+const LATEST_EVENT_AHEAD_MS = 24 * 60 * 60 * 1000
+/** NUL (which PostgreSQL's text refuses) and lone surrogates (invalid UTF-16). */
+// eslint-disable-next-line no-control-regex
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 type Json = Record<string, unknown>
 
@@ -31,17 +43,20 @@ export function parseResendEvent(payload: unknown, isMachine: MachineDetector): 
   const data = payload.data
   if (!isObject(data) || typeof data.email_id !== 'string' || data.email_id === '') return { kind: 'malformed', reason: 'The event has no data.email_id' }
 
+  const receivedAt = new Date()
+  const dateOf = (value: unknown) => eventDate(value, receivedAt)
   const tags = readTags(data.tags)
   const base = {
-    providerId: data.email_id,
+    // Replaced, not removed: "id\u0000" must not turn into another message's "id".
+    providerId: data.email_id.replace(UNSTORABLE, '\ufffd'),
     campaignId: tags.campaign_id && UUID.test(tags.campaign_id) ? tags.campaign_id.toLowerCase() : null,
     recipientId: tags.recipient_id && /^\d{1,18}$/.test(tags.recipient_id) ? Number(tags.recipient_id) : null,
     email: null as string | null,
-    occurredAt: dateOf(payload.created_at) ?? dateOf(data.created_at) ?? new Date(),
+    occurredAt: dateOf(payload.created_at) ?? dateOf(data.created_at) ?? receivedAt,
     detail: null as string | null,
     machine: false,
   }
-  const to = Array.isArray(data.to) && typeof data.to[0] === 'string' ? data.to[0].toLowerCase() : null
+  const to = Array.isArray(data.to) && typeof data.to[0] === 'string' ? address(data.to[0]) : null
   const event = (type: EventTypeCode, extra: Partial<InboxEvent> = {}): ParsedWebhook => ({ kind: 'event', event: { ...base, type, ...extra } })
 
   switch (name) {
@@ -95,14 +110,22 @@ function readTags(tags: unknown): Record<string, string> {
   return out
 }
 
-function dateOf(value: unknown): Date | null {
+function eventDate(value: unknown, receivedAt: Date): Date | null {
   if (typeof value !== 'string') return null
-  const d = new Date(value)
-  return Number.isNaN(d.getTime()) ? null : d
+  const time = new Date(value).getTime()
+  return time >= EARLIEST_EVENT && time <= receivedAt.getTime() + LATEST_EVENT_AHEAD_MS ? new Date(time) : null
 }
 
+/** Lower-cased; null when it holds a control character or a lone surrogate, which no real address has (it is not suppressed). */
+function address(value: string): string | null {
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u001f\u007f]/.test(value) || value.replace(UNSTORABLE, '') !== value ? null : value.toLowerCase()
+}
+
+/** Free text from the provider (a bounce message, a URL): control characters and lone surrogates removed, cut to DETAIL_MAX code points. */
 function clip(value: string): string | null {
-  return value === '' ? null : value.slice(0, DETAIL_MAX)
+  const text = normalizeText(value, { maxLength: DETAIL_MAX })
+  return text === '' ? null : text
 }
 
 function isObject(value: unknown): value is Json {
