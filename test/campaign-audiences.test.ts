@@ -178,6 +178,53 @@ describe('importContacts', () => {
     expect(result.report!.errors[0]!.message).toContain('Unterminated quoted field')
   })
 
+  it('names the line where an unterminated quoted field opened, not the last line of the file', async () => {
+    const rows = Array.from({ length: 20_000 }, (_, i) => `user${i}@example.com,User ${i}`)
+    for (const eol of ['\n', '\r\n']) {
+      const audienceId = await createAudience(t, admin)
+      const csv = ['email,name', 'ann@example.com,Ann', 'bo@example.com,"Bo', ...rows].join(eol) + eol
+      const report = await importContactsCsv(t.app.db.db, audienceId, Readable.from([Buffer.from(csv)]))
+      expect(report, JSON.stringify(eol)).toMatchObject({ imported: 1, invalid: 1, completed: false })
+      expect(report.errors, JSON.stringify(eol)).toEqual([
+        { line: 3, email: null, message: 'Unterminated quoted field opened on line 3; the rest of the file (to line 20003) was read as that one field and not imported' },
+      ])
+    }
+  })
+
+  it('reports a quoted field that runs past the record limit once, at the line it opened, however many chunks follow', async () => {
+    const audienceId = await createAudience(t, admin)
+    const rows = Array.from({ length: 60_000 }, (_, i) => `user${i}@example.com,User ${i}`)
+    const csv = Buffer.from(['email,name', 'ann@example.com,Ann', 'bo@example.com,"Bo', ...rows].join('\n') + '\n')
+    const chunks = Array.from({ length: Math.ceil(csv.length / 65_536) }, (_, i) => csv.subarray(i * 65_536, (i + 1) * 65_536))
+    const report = await importContactsCsv(t.app.db.db, audienceId, Readable.from(chunks))
+    expect(report).toMatchObject({ imported: 1, invalid: 1, completed: false })
+    expect(report.errors).toHaveLength(1)
+    expect(report.errors[0]).toMatchObject({ line: 3, message: expect.stringMatching(/^Unterminated quoted field opened on line 3: it passed 1048576 bytes, and the file was not read past line \d+$/) })
+  })
+
+  it('keeps a quote inside an unquoted field as text instead of refusing the row twice', async () => {
+    const audienceId = await createAudience(t, admin)
+    const report = await importContactsCsv(
+      t.app.db.db,
+      audienceId,
+      Readable.from([Buffer.from('email,name,note\nbob@example.com,Bob "The Builder" Smith,5" screen\nann@example.com,"Ann ""A"" Lee",x\n')]),
+    )
+    expect(report).toMatchObject({ rowsRead: 2, imported: 2, invalid: 0, errors: [], completed: true })
+    const { list } = await contacts(audienceId)
+    expect(list.sort((a, b) => a.email.localeCompare(b.email))).toEqual([
+      expect.objectContaining({ email: 'ann@example.com', name: 'Ann "A" Lee', attributes: { note: 'x' } }),
+      expect.objectContaining({ email: 'bob@example.com', name: 'Bob "The Builder" Smith', attributes: { note: '5" screen' } }),
+    ])
+  })
+
+  it('reads a file whose lines end with a bare CR, or with no newline at the end, without a phantom row', async () => {
+    for (const csv of ['email,name\rann@example.com,Ann\rbo@example.com,Bo\r', 'email,name\rann@example.com,Ann\rbo@example.com,Bo', 'email,name\nann@example.com,Ann\nbo@example.com,Bo']) {
+      const audienceId = await createAudience(t, admin)
+      const report = await importContactsCsv(t.app.db.db, audienceId, Readable.from([Buffer.from(csv)]))
+      expect(report, JSON.stringify(csv)).toMatchObject({ rowsRead: 2, imported: 2, invalid: 0, errors: [], completed: true })
+    }
+  })
+
   it('refuses a file without an email column, naming the columns it found', async () => {
     const audienceId = await createAudience(t, admin)
     const result = await importCsv(audienceId, 'name,company\nAnn,ACME\n')

@@ -93,18 +93,37 @@ export async function importContactsCsv(db: Database, audienceId: string, input:
     bom: true,
     skip_empty_lines: true,
     relax_column_count: true,
+    // A quote inside an unquoted field (Bob "The Builder" Smith) is text, as spreadsheets write it.
+    relax_quotes: true,
     skip_records_with_error: true,
     max_record_size: MAX_RECORD_BYTES,
     info: true,
   })
+  let unterminated = false
+  let lastSkipped = ''
   parser.on('skip', (err: CsvError) => {
     const line = typeof err.lines === 'number' ? err.lines : 0
     if (err.code === 'CSV_MAX_RECORD_SIZE' || err.code === 'CSV_QUOTE_NOT_CLOSED') {
+      // The parser stops reading here, but may say so again for every later chunk.
+      if (unterminated) return
+      unterminated = true
       report.completed = false
-      addError({ line, email: null, message: `Unterminated quoted field; the file was not read past line ${line}` })
-    } else {
-      addError({ line, email: null, message: `Unreadable row: ${err.message.replace(/ at line \d+.*$/, '')}` })
+      const { opened, last } = unterminatedField(parser, line, err.code === 'CSV_QUOTE_NOT_CLOSED')
+      addError({
+        line: opened,
+        email: null,
+        message:
+          err.code === 'CSV_QUOTE_NOT_CLOSED'
+            ? `Unterminated quoted field opened on line ${opened}; the rest of the file (to line ${last}) was read as that one field and not imported`
+            : `Unterminated quoted field opened on line ${opened}: it passed ${MAX_RECORD_BYTES} bytes, and the file was not read past line ${last}`,
+      })
+      return
     }
+    // One record can raise several errors (every stray quote on a line, before relax_quotes); it is one invalid row.
+    const record = `${String(err.records)}:${line}`
+    if (record === lastSkipped) return
+    lastSkipped = record
+    addError({ line, email: null, message: `Unreadable row: ${err.message.replace(/ at line \d+.*$/, '')}` })
   })
 
   let mapping: ResolvedMapping | undefined
@@ -167,6 +186,32 @@ export async function importContactsCsv(db: Database, audienceId: string, input:
     addError({ line: 0, email: null, message: 'The file exceeds the upload size limit; only its beginning was imported' })
   }
   return report
+}
+
+/**
+ * Where the open quoted field began and the last line read into it. The parser's line now, less
+ * the line breaks read inside that field, is the opening line: the parser counts each CR and each
+ * LF as a line (a CRLF inside quotes twice), and at the end of the input a break that is the last
+ * character is not counted yet. The last line counts a CRLF once, as the file's lines do. Falls
+ * back to the parser's line when it does not expose its state.
+ */
+function unterminatedField(parser: unknown, line: number, atEnd: boolean): { opened: number; last: number } {
+  const field = (parser as { state?: { field?: { toString(encoding?: BufferEncoding): string } } }).state?.field
+  if (!field || typeof field.toString !== 'function') return { opened: line, last: line }
+  const text = field.toString('utf8')
+  let counted = 0
+  let lines = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x0a || c === 0x0d) counted++
+    if (c === 0x0a || (c === 0x0d && text.charCodeAt(i + 1) !== 0x0a)) lines++
+  }
+  if (atEnd && /[\r\n]$/.test(text)) {
+    counted--
+    lines--
+  }
+  const opened = Math.max(1, line - counted)
+  return { opened, last: opened + Math.max(0, lines) }
 }
 
 function toImportError(err: unknown): unknown {

@@ -106,7 +106,10 @@ export function createLineGuard(options: LineGuardOptions): Transform {
       const out: Buffer[] = []
       checkLine(partial, dropping, out)
       partial = Buffer.alloc(0)
-      callback(null, Buffer.concat(out))
+      // The last line had no newline, and none is added: in a file whose lines end with a bare CR, an
+      // added LF would be read as one more row. A line left out needs no stand-in either, being the last.
+      const kept = out.length === 2 ? out[0]! : Buffer.alloc(0)
+      callback(null, kept.length > 0 ? kept : undefined)
     },
   })
 
