@@ -2,7 +2,9 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
 import path from 'node:path'
 import { sql } from 'drizzle-orm'
+import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { ObjectStorage } from '../src/infra/storage/types'
 import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
 
 const UPLOAD = `mutation($file: Upload!, $input: UploadFileInput) { uploadFile(file: $file, input: $input) {
@@ -17,6 +19,23 @@ const FILE = `query($id: ID!) { file(id: $id) { id sha256 url currentVersion { n
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 const pdf = (size: number) => Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(size - 9)])
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** JPEG magic bytes followed by garbage: accepted on receipt, failed by the validate step. */
+async function corruptJpeg(): Promise<Buffer> {
+  const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#888' } }).jpeg().toBuffer()
+  return Buffer.concat([jpeg.subarray(0, 20), Buffer.alloc(500, 'A')])
+}
+
+/** Polls until no version of the file is processing (waitForProcessing: false answers at once). */
+async function settle(t: TestApp, token: string, id: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const r = await t.gql<{ file: { versions: { status: string }[] } | null }>('query($id: ID!) { file(id: $id) { versions { status } } }', { id }, token)
+    if (!r.data.file?.versions.some((v) => v.status === 'PROCESSING')) return
+    await sleep(25)
+  }
+  throw new Error(`file ${id} is still processing`)
+}
 
 type FileView = { id: string; sha256: string; url: string; currentVersion: { number: number }; versions: { number: number; status: string; sha256: string }[] }
 
@@ -99,6 +118,74 @@ describe('versions, deduplication and deletion', () => {
     // Numbers are never reused: the next version is 4, not 2.
     expect((await a.version(id, pdf(3003))).file!.currentVersion.number).toBe(4)
     expect(await a.restore(id, 2)).toMatchObject({ __typename: 'NotFoundError' })
+  })
+
+  it("refuses to delete a new file's only version when it failed, so the file stays readable and listed", async () => {
+    const token = t.token('user', 'fay')
+    const a = api(t, token)
+    const up = await uploadThroughGraphql(t, token, UPLOAD, { file: null, input: { waitForProcessing: false } }, { filename: 'bad.jpg', contentType: 'image/jpeg', content: await corruptJpeg() })
+    const id = (up.body.data as { uploadFile: { file: { id: string } } }).uploadFile.file.id
+    await settle(t, token, id)
+    expect((await a.file(id))!.versions).toMatchObject([{ number: 1, status: 'FAILED' }])
+
+    expect(await a.deleteVersion(id, 1)).toMatchObject({ __typename: 'ConflictError', message: expect.stringMatching(/current version cannot be deleted.*delete the whole file/) })
+    const read = await t.gql('query($id: ID!) { file(id: $id) { status size currentVersion { number status } } }', { id }, token)
+    expect(read.errors).toBeUndefined()
+    expect(read.data).toMatchObject({ file: { status: 'FAILED', currentVersion: { number: 1, status: 'FAILED' } } })
+    const list = await t.gql<{ files: { edges: { node: { id: string; size: number } }[] } }>('{ files(first: 10) { edges { node { id size } } } }', {}, token)
+    expect(list.errors).toBeUndefined()
+    expect(list.data.files.edges.map((e) => e.node.id)).toEqual([id])
+    // Deleting the whole file is the way out.
+    expect((await a.remove(id)).data).toEqual({ deleteFile: { __typename: 'DeleteFileSuccess' } })
+  })
+
+  it('refuses to delete a failed current version while a newer one processes, and allows it once that one is ready', async () => {
+    const token = t.token('user', 'gus')
+    const a = api(t, token)
+    const up = await uploadThroughGraphql(t, token, UPLOAD, { file: null, input: { waitForProcessing: false } }, { filename: 'bad.jpg', contentType: 'image/jpeg', content: await corruptJpeg() })
+    const id = (up.body.data as { uploadFile: { file: { id: string } } }).uploadFile.file.id
+    await settle(t, token, id)
+    expect((await a.file(id))!.versions).toMatchObject([{ number: 1, status: 'FAILED' }])
+
+    // Version 2 is held in its optimise step (slow storage) until released.
+    const storage = t.app.storage as ObjectStorage
+    const put = storage.put
+    let reached!: () => void
+    const atOptimize = new Promise<void>((r) => (reached = r))
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    storage.put = async (key, body, opts) => {
+      if (key.startsWith(`files/${id}/`) && /\/image\.\w+$/.test(key)) {
+        reached()
+        await gate
+      }
+      return put.call(storage, key, body, opts)
+    }
+    try {
+      const png = await sharp({ create: { width: 120, height: 80, channels: 3, background: '#3a7' } }).png().toBuffer()
+      await uploadThroughGraphql(t, token, UPLOAD_VERSION, { id, file: null, input: { waitForProcessing: false } }, { filename: 'good.png', contentType: 'image/png', content: png })
+      await atOptimize
+      expect(await a.deleteVersion(id, 1)).toMatchObject({ __typename: 'ConflictError', message: expect.stringMatching(/current version cannot be deleted/) })
+      expect(await a.deleteVersion(id, 2)).toMatchObject({ __typename: 'ConflictError', message: expect.stringMatching(/processing/) })
+    } finally {
+      release()
+      storage.put = put
+    }
+    await settle(t, token, id)
+    expect((await a.file(id))!.currentVersion.number).toBe(2)
+    expect(await a.deleteVersion(id, 1)).toEqual({ __typename: 'DeleteFileVersionSuccess', file: { versions: [{ number: 2 }] } })
+  })
+
+  it('leaves a file whose current version row is missing out of the list instead of failing the whole page', async () => {
+    const token = t.token('user', 'hal')
+    const a = api(t, token)
+    const healthy = (await a.upload(pdf(2200))).file!.id
+    const broken = (await a.upload(pdf(2201))).file!.id
+    // What an older release could leave behind: a file row pointing at a version that no longer exists.
+    await t.app.db.db.execute(sql`update files set current_version = 99 where id = ${broken}`)
+    const list = await t.gql<{ files: { edges: { node: { id: string; size: number } }[] } }>('{ files(first: 10) { edges { node { id size } } } }', {}, token)
+    expect(list.errors).toBeUndefined()
+    expect(list.data.files.edges).toEqual([{ node: { id: healthy, size: 2200 } }])
   })
 
   it('keeps version numbers consistent under concurrent restores and uploads of one file', async () => {

@@ -266,7 +266,8 @@ builder.mutationFields((t) => ({
   }),
   deleteFileVersion: t.field({
     type: FileRef,
-    description: 'Deletes one version that is not the current one. Bytes another version shares stay stored.',
+    description:
+      'Deletes one version that is not the current one: the current version is refused (ConflictError) whatever its status, a failed one too; restore or upload another version, or delete the file. Bytes another version shares stay stored.',
     authScopes: { authenticated: true },
     errors: { types: [NotFoundError, ConflictError], dataField: { name: 'file' } },
     args: {

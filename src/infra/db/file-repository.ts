@@ -79,7 +79,12 @@ export class FileRepository {
 
   /** Newest first, `limit` rows after the cursor; ownerId undefined lists everyone's (admin). */
   list(options: { ownerId?: string; after?: FileCursor; limit: number }): Promise<FileRow[]> {
-    const conditions = [sql`${files.status} <> 'deleted'`]
+    const conditions = [
+      sql`${files.status} <> 'deleted'`,
+      // A row whose current version is gone (left by an older release) cannot resolve its fields: it
+      // is left out rather than failing the whole page. One index probe per row.
+      sql`exists (select 1 from ${fileVersions} cv where cv.file_id = ${files.id} and cv.number = ${files.currentVersion})`,
+    ]
     if (options.ownerId !== undefined) conditions.push(eq(files.ownerId, options.ownerId))
     if (options.after) {
       const { createdAt, id } = options.after
@@ -338,14 +343,17 @@ export class FileRepository {
     })
   }
 
-  /** Deletes one version that is neither current nor processing; undefined if it does not exist. */
+  /**
+   * Deletes one version that is neither current nor processing. The current one is refused whatever
+   * its status (a failed first version too): the file row must always point at a version that exists.
+   */
   async deleteVersion(fileId: string, number: number): Promise<{ outcome: 'deleted'; keys: string[] } | { outcome: 'current' | 'processing' | 'missing' }> {
     return this.db.transaction(async (tx) => {
       const [file] = await tx.select().from(files).where(eq(files.id, fileId)).for('update')
       if (!file) return { outcome: 'missing' as const }
       const [version] = await tx.select().from(fileVersions).where(and(eq(fileVersions.fileId, fileId), eq(fileVersions.number, number)))
       if (!version) return { outcome: 'missing' as const }
-      if (version.number === file.currentVersion && version.status === 'ready') return { outcome: 'current' as const }
+      if (version.number === file.currentVersion) return { outcome: 'current' as const }
       if (version.status === 'processing') return { outcome: 'processing' as const }
       await tx.delete(fileVersions).where(eq(fileVersions.id, version.id))
       return { outcome: 'deleted' as const, keys: await keysFreedBy(tx, [version]) }

@@ -273,7 +273,10 @@ export class FileService {
     return result
   }
 
-  /** Deletes one version that is not the current one; bytes another version still uses stay. */
+  /**
+   * Deletes one version that is not the current one, whatever the current one's status (a failed
+   * only version included); bytes another version still uses stay.
+   */
   async deleteFileVersion(viewer: Viewer, fileId: string, number: number): Promise<FileRow> {
     const file = await this.getFile(viewer, fileId)
     const removed = await this.repo.deleteVersion(file.id, number)
@@ -281,7 +284,7 @@ export class FileService {
       case 'missing':
         throw new NotFoundError('FileVersion', `${fileId}@${number}`)
       case 'current':
-        throw new ConflictError('The current version cannot be deleted: restore or upload another version first')
+        throw new ConflictError(`Version ${number} is the file's current version: the current version cannot be deleted. Restore or upload another version first, or delete the whole file`)
       case 'processing':
         throw new ConflictError('A version cannot be deleted while it is processing')
     }
