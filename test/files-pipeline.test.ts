@@ -107,6 +107,41 @@ describe('the processing pipeline', () => {
     expect(names.filter((n) => n.endsWith('source'))).toEqual([])
   })
 
+  it('deletes what a step wrote when the file was deleted while the step ran', async () => {
+    const storage = t.app.storage as ObjectStorage
+    const put = storage.put
+    let reached!: () => void
+    const atOptimize = new Promise<void>((r) => (reached = r))
+    let release!: () => void
+    const gate = new Promise<void>((r) => (release = r))
+    // The optimise step's write is held (slow storage) while the file is deleted.
+    storage.put = async (key, body, opts) => {
+      if (/\/image\.\w+$/.test(key)) {
+        reached()
+        await gate
+      }
+      return put.call(storage, key, body, opts)
+    }
+    let id: string
+    try {
+      const png = await sharp({ create: { width: 400, height: 300, channels: 3, background: '#3a7' } }).png().toBuffer()
+      const up = await upload(t, token, { filename: 'p.png', contentType: 'image/png', content: png }, { waitForProcessing: false })
+      id = up.data!.uploadFile.file!.id
+      await atOptimize
+      const del = await t.gql('mutation($id: ID!) { deleteFile(id: $id) { __typename } }', { id }, token)
+      expect(del.data).toEqual({ deleteFile: { __typename: 'DeleteFileSuccess' } })
+    } finally {
+      release()
+      storage.put = put
+    }
+    // The upload's drive runs in this process: wait for it to end (no timing involved).
+    const inFlight = (t.app.services.files.pipeline as unknown as { inFlight: Set<Promise<void>> }).inFlight
+    await Promise.allSettled([...inFlight])
+    const root = path.join(t.dataDir, 'files', 'files', id)
+    const left = (await readdir(root, { recursive: true, withFileTypes: true }).catch(() => [])).filter((e) => e.isFile())
+    expect(left.map((e) => e.name)).toEqual([])
+  })
+
   it('counts the pages of a PDF, in plain text or in a compressed object stream, and skips the image steps', async () => {
     const plain = await upload(t, token, { filename: 'three.pdf', contentType: 'application/pdf', content: plainPdf(3) })
     const file = await fileView(t, token, plain.data!.uploadFile.file!.id)

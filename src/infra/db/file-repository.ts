@@ -450,6 +450,9 @@ async function writtenKeysOf(tx: Tx, versionIds: string[]): Promise<string[]> {
     .select({ result: fileProcessingSteps.result, versionId: fileProcessingSteps.versionId })
     .from(fileProcessingSteps)
     .where(and(inArray(fileProcessingSteps.versionId, versionIds), ne(fileProcessingSteps.status, 'skipped')))
+    // Locked: a step finishing concurrently either lands before this read (its keys are returned here)
+    // or finds its row gone afterwards (finish() fails and the pipeline deletes what it wrote).
+    .for('update')
   const versions = await tx.select({ id: fileVersions.id, status: fileVersions.status }).from(fileVersions).where(inArray(fileVersions.id, versionIds))
   const processing = new Set(versions.filter((v) => v.status === 'processing').map((v) => v.id))
   // Only unfinished processing can leave keys no row names yet; finished ones are named by their object.

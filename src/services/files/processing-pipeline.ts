@@ -271,7 +271,10 @@ export class FilePipeline {
     const toSkip = (outcome.skip ?? []).filter((n) => all.some((s) => s.name === n && s.status === 'pending'))
     if (toSkip.length > 0) await steps.skip(version.id, toSkip)
     // Fenced: if our lease ran out and another worker took the step over, its result stands, not ours.
-    if (!(await steps.finish(step, outcome.result))) return false
+    if (!(await steps.finish(step, outcome.result))) {
+      await this.discardOrphaned(version, name, outcome)
+      return false
+    }
     this.deps.instrumentation?.pipelineStep(name, 'success')
     for (const s of all) {
       if (s.id === step.id) Object.assign(s, { status: 'done', result: outcome.result })
@@ -281,6 +284,25 @@ export class FilePipeline {
     await reporter.completed()
     await this.settle(version)
     return false
+  }
+
+  /**
+   * A step whose result could not be recorded: if the version is gone (its file was deleted while the
+   * step ran) or failed meanwhile, no row will ever name the keys the step wrote, so they are deleted
+   * here. A version still processing or ready belongs to the worker that took the step over: keys are
+   * fixed by the version id, so they are its keys too and stay.
+   */
+  private async discardOrphaned(version: FileVersionRow, name: StepName, outcome: StepOutcome): Promise<void> {
+    const keys = (outcome.result.keys as string[] | undefined) ?? []
+    if (keys.length === 0) return
+    try {
+      const current = await this.deps.files.findVersionById(version.id)
+      if (current && current.status !== 'failed') return
+      this.deps.logger.warn({ versionId: version.id, step: name, keys }, 'version gone while a step ran; deleting what the step wrote')
+      await this.deps.deleteKeys(keys)
+    } catch (err) {
+      this.deps.logger.warn({ err, versionId: version.id, step: name, keys }, 'could not delete what a step of a deleted version wrote')
+    }
   }
 
   private async fail(step: FileStepRow, file: FileRow, version: FileVersionRow, reporter: UploadProgressReporter, err: Error, exhausted: boolean): Promise<void> {
