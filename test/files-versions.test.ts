@@ -6,6 +6,7 @@ import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ObjectStorage } from '../src/infra/storage/types'
 import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
+import { chunkedUploadClient } from './helpers/chunked-upload'
 
 const UPLOAD = `mutation($file: Upload!, $input: UploadFileInput) { uploadFile(file: $file, input: $input) {
   __typename ... on UploadFileSuccess { file { id currentVersion { number } } } ... on Error { message } ... on QuotaExceededError { limitBytes usedBytes } } }`
@@ -20,6 +21,7 @@ const FILE = `query($id: ID!) { file(id: $id) { id sha256 url currentVersion { n
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 const pdf = (size: number) => Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(size - 9)])
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const USAGE = '{ fileUsage { usedBytes limitBytes } }'
 
 /** JPEG magic bytes followed by garbage: accepted on receipt, failed by the validate step. */
 async function corruptJpeg(): Promise<Buffer> {
@@ -276,5 +278,48 @@ describe('per-user quota', () => {
     // Deleting a version frees its bytes.
     expect((await a.deleteVersion(id, 1)).__typename).toBe('DeleteFileVersionSuccess')
     expect((await a.upload(pdf(2000))).__typename).toBe('UploadFileSuccess')
+  })
+
+  it("checks an admin's new version of a user's file against the owner's quota, not the admin's", async () => {
+    const owner = api(t, t.token('user', 'own'))
+    const admin = api(t, t.token('admin', 'adm'))
+    const usage = async (token: string) => (await t.gql<{ fileUsage: { usedBytes: number } }>(USAGE, {}, token)).data.fileUsage.usedBytes
+    const id = (await owner.upload(pdf(6000))).file!.id
+    // The owner has 4000 bytes left: 6000 more do not fit, even though the admin stores nothing yet.
+    expect(await admin.version(id, pdf(6000))).toMatchObject({ __typename: 'QuotaExceededError' })
+    expect(await usage(t.token('user', 'own'))).toBe(6000)
+    // The admin's own use does not count: with 9000 of their own stored, 3000 more for the owner fit.
+    expect((await admin.upload(pdf(9000))).__typename).toBe('UploadFileSuccess')
+    expect(await admin.version(id, pdf(3000))).toMatchObject({ __typename: 'UploadFileVersionSuccess', file: { currentVersion: { number: 2 } } })
+    expect(await usage(t.token('user', 'own'))).toBe(9000)
+    expect(await usage(t.token('admin', 'adm'))).toBe(9000)
+  })
+})
+
+describe("chunked uploads to another user's file against a quota", () => {
+  const MiB = 1024 * 1024
+  let t: TestApp
+  beforeAll(async () => {
+    t = await buildTestApp({ env: { UPLOAD_QUOTA_BYTES: String(3 * MiB), UPLOAD_PART_BYTES: String(5 * MiB) } })
+  })
+  afterAll(() => t.close())
+
+  it("counts an admin's session on a user's file against the owner's quota, at start and at complete", async () => {
+    const ownerToken = t.token('user', 'cho')
+    const owner = api(t, ownerToken)
+    const admin = chunkedUploadClient(t, t.token('admin', 'cad'))
+    const id = (await owner.upload(pdf(2 * MiB))).file!.id
+    // Refused at start: the owner has 1 MiB left.
+    expect(await admin.start({ filename: 'v.pdf', size: 2 * MiB, mimeType: 'application/pdf', fileId: id })).toMatchObject({ __typename: 'QuotaExceededError', usedBytes: 2 * MiB })
+    // Half a MiB fits when the session starts; the owner then fills the space, and complete refuses.
+    const content = pdf(MiB / 2)
+    const started = await admin.start({ filename: 'v.pdf', size: content.length, mimeType: 'application/pdf', fileId: id })
+    expect(started.__typename).toBe('StartUploadSuccess')
+    expect((await owner.upload(pdf(0.8 * MiB))).__typename).toBe('UploadFileSuccess')
+    expect((await admin.part(started.session!.id, 1, content)).data?.uploadChunk.__typename).toBe('UploadChunkSuccess')
+    expect(await admin.complete(started.session!.id)).toMatchObject({ __typename: 'QuotaExceededError' })
+    const usage = await t.gql<{ fileUsage: { usedBytes: number; limitBytes: number } }>(USAGE, {}, ownerToken)
+    expect(usage.data.fileUsage.usedBytes).toBeLessThanOrEqual(usage.data.fileUsage.limitBytes)
+    expect((await owner.file(id))!.versions.map((v) => v.number)).toEqual([1])
   })
 })

@@ -338,6 +338,8 @@ export class FileService {
     const filename = cleanFilename(input.filename)
     const declared = canonicalType(input.declaredType)
     const fileId = existing?.id ?? randomUUID()
+    // A version counts against its file's owner, whoever uploads it (an admin, say): usage() sums by owner.
+    const quotaOwner = existing?.ownerId ?? viewer.id
     const versionId = randomUUID()
     const imageClaim = isImageType(declared)
     const progress = new UploadProgressReporter(this.progress, {
@@ -357,7 +359,7 @@ export class FileService {
     this.receiving++
     try {
       void progress.enter('RECEIVING', 1, 0)
-      const remaining = await this.remainingQuota(viewer.id, input.size ?? 0)
+      const remaining = await this.remainingQuota(quotaOwner, input.size ?? 0)
       const typeLimit = (t: DetectedType | null) => (t ? (isImageType(t.mime) ? limits.maxImageBytes : limits.maxFileBytes) : this.maxUploadBytes)
       const inspector = new UploadInspector({
         maxBytes: (t) => Math.min(typeLimit(t), remaining),
@@ -396,7 +398,7 @@ export class FileService {
       }
       const steps = planSteps(detected.mime, { variants: config.imageVariants })
       progress.setSteps(1 + steps.filter((s) => !s.skipped).length)
-      const quota = { ownerId: viewer.id, limitBytes: config.quotaBytes, addingBytes: inspector.bytes }
+      const quota = { ownerId: quotaOwner, limitBytes: config.quotaBytes, addingBytes: inspector.bytes }
       const result = existing
         ? await this.repo.appendVersion(existing.id, version, { makeCurrent: false, steps, quota })
         : await this.repo.createWithVersion({ id: fileId, ownerId: viewer.id, filename }, version, { steps, quota })

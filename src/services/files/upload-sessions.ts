@@ -80,10 +80,11 @@ export class UploadSessionService {
     const sha256 = input.sha256 == null || input.sha256 === '' ? null : input.sha256.toLowerCase()
     if (sha256 !== null && !SHA256.test(sha256)) throw ValidationError.field(['input', 'sha256'], 'sha256 must be 64 hexadecimal characters')
     const target = input.fileId ? await this.deps.getFile(viewer, input.fileId) : undefined
-    const quota = { ownerId: viewer.id, limitBytes: limits.quotaBytes, addingBytes: input.size }
+    // A new version counts against the file's owner, whoever uploads it (an admin, say).
+    const quota = { ownerId: target?.ownerId ?? viewer.id, limitBytes: limits.quotaBytes, addingBytes: input.size }
     // Cheap early refusal, before a multipart upload is created; the check that counts is repeated under the lock.
     if (limits.quotaBytes > 0) {
-      const used = await files.usage(viewer.id)
+      const used = await files.usage(quota.ownerId)
       if (used + input.size > limits.quotaBytes) throw new QuotaExceededError(`Storing ${input.size} more bytes would exceed your quota of ${limits.quotaBytes} bytes`, limits.quotaBytes, used)
     }
 
