@@ -244,6 +244,28 @@ describe.each([
     expect(bad.errors?.[0]?.extensions?.code).toBe('VALIDATION_FAILED')
   })
 
+  it('refuses a forged files cursor whose id is not a uuid or whose date PostgreSQL cannot hold', async () => {
+    const bob = t.token('user', 'bob')
+    const q = 'query($after: String) { files(first: 2, after: $after) { edges { cursor } } }'
+    const cursor = (parts: unknown[]) => Buffer.from(JSON.stringify(parts)).toString('base64url')
+    const uuid = '00000000-0000-0000-0000-000000000000'
+    for (const parts of [
+      ['2024-01-01T00:00:00.000Z', 'not-a-uuid'],
+      ['+275760-09-13T00:00:00.000Z', uuid],
+      ['+010000-01-01T00:00:00.000Z', uuid],
+      ['0000-01-01T00:00:00.000Z', uuid],
+      ['-000001-01-01T00:00:00.000Z', uuid],
+    ]) {
+      const r = await t.gql(q, { after: cursor(parts) }, bob)
+      expect(r.errors?.map((e) => e.extensions?.code), JSON.stringify(parts)).toEqual(['VALIDATION_FAILED'])
+    }
+    // The edges of the range are fine.
+    for (const date of ['9999-12-31T23:59:59.999Z', '0001-01-01T00:00:00.000Z']) {
+      const r = await t.gql(q, { after: cursor([date, uuid]) }, bob)
+      expect(r.errors, date).toBeUndefined()
+    }
+  })
+
   it('adds versions, restores an old one as a new version, and deletes everything', async () => {
     const v1 = pdf(1500)
     const first = await upload({ filename: 'doc.pdf', contentType: 'application/pdf', content: v1 })

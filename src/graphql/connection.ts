@@ -77,13 +77,20 @@ export function decodeCursor(cursor: string | null | undefined): unknown[] | und
   throw ValidationError.field(['after'], 'The cursor is invalid')
 }
 
-/** Cursor of lists ordered by (createdAt desc, id desc). */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/**
+ * Cursor of lists ordered by (createdAt desc, id desc). Every such list (files, audiences, templates,
+ * campaigns, webhook endpoints) is keyed by a uuid, and PostgreSQL timestamps hold years 1-9999: a
+ * forged cursor outside that is refused here instead of failing in the query.
+ */
 export function timeCursor(after: string | null | undefined): { createdAt: Date; id: string } | undefined {
   const parts = decodeCursor(after)
   if (!parts) return undefined
   const [createdAt, id] = parts
   const date = typeof createdAt === 'string' ? new Date(createdAt) : null
-  if (!date || Number.isNaN(date.getTime()) || typeof id !== 'string') throw ValidationError.field(['after'], 'The cursor is invalid')
+  const year = date?.getUTCFullYear() ?? Number.NaN
+  if (!date || !(year >= 1 && year <= 9999) || typeof id !== 'string' || !UUID.test(id)) throw ValidationError.field(['after'], 'The cursor is invalid')
   return { createdAt: date, id }
 }
 
