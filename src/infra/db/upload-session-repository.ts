@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm'
+import { and, asc, eq, inArray, lt, or, sql, type SQL } from 'drizzle-orm'
 import type { Database } from './client'
 import { uploadSessionParts, uploadSessions } from './schema/upload-sessions'
 
@@ -17,9 +17,18 @@ export class UploadSessionRepository {
     return row!
   }
 
-  /** The version exists now: the session's reservation is replaced by it, in the same transaction. */
-  async markCompleted(tx: Tx, id: string): Promise<void> {
-    await tx.update(uploadSessions).set({ status: 'completed', completedAt: new Date(), updatedAt: new Date() }).where(eq(uploadSessions.id, id))
+  /**
+   * The version exists now: the session's reservation is replaced by it, in the same transaction.
+   * Only by the holder of the `completing` lease (`lease` is the updated_at its claim wrote): when the
+   * lease was taken over meanwhile it throws CompletingLeaseLostError, which rolls the version back.
+   */
+  async markCompleted(tx: Tx, id: string, lease: Date): Promise<void> {
+    const [row] = await tx
+      .update(uploadSessions)
+      .set({ status: 'completed', completedAt: new Date(), updatedAt: sql`now()` })
+      .where(and(eq(uploadSessions.id, id), eq(uploadSessions.status, 'completing'), eq(uploadSessions.updatedAt, lease)))
+      .returning({ id: uploadSessions.id })
+    if (!row) throw new CompletingLeaseLostError(id)
   }
 
   async findById(id: string): Promise<UploadSessionRow | undefined> {
@@ -67,12 +76,25 @@ export class UploadSessionRepository {
     })
   }
 
-  /** Moves a session from one of `from` to `to`; undefined when it was in another state (someone else moved it). */
-  async transition(id: string, from: UploadSessionStatus[], to: UploadSessionStatus, extra: Partial<Pick<UploadSessionRow, 'error' | 'completedAt'>> = {}): Promise<UploadSessionRow | undefined> {
+  /**
+   * Moves a session from one of `from` to `to`; undefined when it was in another state (someone else moved it).
+   * `staleCompletingMs` also takes a `completing` session whose lease (updated_at) is older than that: its
+   * instance died mid-complete. `lease` restricts the move to the holder of the lease: the session must
+   * still have the updated_at its claim wrote. updated_at is the database's now(), like the lease checks.
+   */
+  async transition(
+    id: string,
+    from: UploadSessionStatus[],
+    to: UploadSessionStatus,
+    extra: Partial<Pick<UploadSessionRow, 'error' | 'completedAt'>> = {},
+    opts: { staleCompletingMs?: number; lease?: Date } = {},
+  ): Promise<UploadSessionRow | undefined> {
+    const states: SQL[] = [inArray(uploadSessions.status, from)]
+    if (opts.staleCompletingMs !== undefined) states.push(staleCompleting(opts.staleCompletingMs))
     const [row] = await this.db
       .update(uploadSessions)
-      .set({ status: to, updatedAt: new Date(), ...extra })
-      .where(and(eq(uploadSessions.id, id), inArray(uploadSessions.status, from)))
+      .set({ status: to, updatedAt: sql`now()`, ...extra })
+      .where(and(eq(uploadSessions.id, id), or(...states), opts.lease ? eq(uploadSessions.updatedAt, opts.lease) : undefined))
       .returning()
     return row
   }
@@ -82,19 +104,33 @@ export class UploadSessionRepository {
   }
 
   /**
-   * Claims sessions past their expiry for the sweeper, marking them expired so no part or complete
-   * is accepted any more. `completing` ones are only taken once stuck (their instance died mid-complete).
+   * Gives `completing` sessions whose lease ran out (their instance died mid-complete) back to
+   * `uploading`, so the client's next completeUpload (or abortUpload) goes through; their expiry is
+   * pushed to at least `expiresAt` so the client has time for that. The parts are kept.
    */
-  async claimExpired(limit: number, stuckCompletingMs: number): Promise<UploadSessionRow[]> {
+  async releaseStaleCompleting(limit: number, staleCompletingMs: number, expiresAt: Date): Promise<UploadSessionRow[]> {
     const due = this.db
       .select({ id: uploadSessions.id })
       .from(uploadSessions)
-      .where(
-        and(
-          lt(uploadSessions.expiresAt, sql`now()`),
-          sql`(${uploadSessions.status} = 'uploading' or (${uploadSessions.status} = 'completing' and ${uploadSessions.updatedAt} < now() - make_interval(secs => ${stuckCompletingMs / 1000})))`,
-        ),
-      )
+      .where(staleCompleting(staleCompletingMs))
+      .limit(limit)
+      .for('update', { skipLocked: true })
+    return this.db
+      .update(uploadSessions)
+      .set({ status: 'uploading', updatedAt: sql`now()`, expiresAt: sql`greatest(${uploadSessions.expiresAt}, ${expiresAt.toISOString()}::timestamptz)` })
+      .where(and(inArray(uploadSessions.id, due), staleCompleting(staleCompletingMs)))
+      .returning()
+  }
+
+  /**
+   * Claims `uploading` sessions past their expiry for the sweeper, marking them expired so no part or
+   * complete is accepted any more. `completing` ones are never expired: see releaseStaleCompleting.
+   */
+  async claimExpired(limit: number): Promise<UploadSessionRow[]> {
+    const due = this.db
+      .select({ id: uploadSessions.id })
+      .from(uploadSessions)
+      .where(and(lt(uploadSessions.expiresAt, sql`now()`), eq(uploadSessions.status, 'uploading')))
       .limit(limit)
       .for('update', { skipLocked: true })
     return this.db
@@ -102,5 +138,17 @@ export class UploadSessionRepository {
       .set({ status: 'expired', updatedAt: new Date(), error: 'The upload session expired' })
       .where(inArray(uploadSessions.id, due))
       .returning()
+  }
+}
+
+/** A `completing` session whose lease is older than `ms`. */
+function staleCompleting(ms: number): SQL {
+  return sql`(${uploadSessions.status} = 'completing' and ${uploadSessions.updatedAt} < now() - make_interval(secs => ${ms / 1000}))`
+}
+
+/** The `completing` lease of a session was taken over (or the session moved on) while its holder worked. */
+export class CompletingLeaseLostError extends Error {
+  constructor(readonly sessionId: string) {
+    super(`The completing lease of upload session ${sessionId} was lost`)
   }
 }

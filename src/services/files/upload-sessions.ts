@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import { pipeline, type Readable, Transform, type TransformCallback } from 'node:stream'
 import type { FileRepository, FileRow, FileVersionRow, NewFileVersion } from '../../infra/db/file-repository'
-import type { UploadSessionRepository, UploadSessionRow } from '../../infra/db/upload-session-repository'
+import { CompletingLeaseLostError, type UploadSessionRepository, type UploadSessionRow } from '../../infra/db/upload-session-repository'
 import { ObjectNotFoundError, type ObjectStorage } from '../../infra/storage/types'
 import { AppError, ConflictError, FileTooLargeError, NotFoundError, QuotaExceededError, ServiceUnavailableError, UnsupportedFileTypeError, ValidationError } from '../../lib/errors'
 import type { Viewer } from '../auth/jwt'
@@ -59,8 +59,16 @@ export interface UploadSessionDeps {
 }
 
 const SHA256 = /^[0-9a-f]{64}$/
-/** A session stuck in `completing` this long lost its instance mid-complete; the sweeper takes it back. */
-const STUCK_COMPLETING_MS = 10 * 60_000
+/**
+ * `completing` is a lease held by the request completing the session (updated_at is when it was
+ * taken). One older than this lost its instance mid-complete: another completeUpload takes it over,
+ * abortUpload accepts it, and the sweeper gives it back to `uploading`. It must outlast the longest
+ * complete: S3 may take minutes to assemble 10,000 parts (it answers 200 at once and keeps the
+ * connection busy until done), and on disk a 10 GiB session (the default maximum) is read, hashed
+ * and written once, a minute or two. A holder that outlives its lease anyway cannot record the
+ * version (markCompleted is fenced by the lease) and gets a ConflictError.
+ */
+export const COMPLETING_LEASE_MS = 10 * 60_000
 const MAX_LISTED_PARTS = 20
 
 export class UploadSessionService {
@@ -199,16 +207,21 @@ export class UploadSessionService {
     const { sessions, storage, files, limits } = this.deps
     const session = await this.owned(viewer, id)
     if (session.status === 'completed') return this.completedResult(session)
-    this.assertReceiving(session)
-    const claimed = await sessions.transition(id, ['uploading'], 'completing')
-    if (!claimed) throw new ConflictError('The upload session is being completed or was aborted')
+    if (session.status !== 'completing') this.assertReceiving(session)
+    // Takes the `completing` lease, or takes over one whose holder died: re-running is safe, since a
+    // multipart upload assembled before is found by the head below, and only one taker wins the UPDATE.
+    const claimed = await sessions.transition(id, ['uploading'], 'completing', {}, { staleCompletingMs: COMPLETING_LEASE_MS })
+    if (!claimed) return this.completedOrConflict(id)
+    const lease = claimed.updatedAt
+    // Each way out of `completing` is taken only while the lease is still ours; false when it was taken over.
+    const giveBack = async () => Boolean(await sessions.transition(id, ['completing'], 'uploading', {}, { lease }))
 
     const parts = await sessions.listParts(id)
     const have = new Set(parts.map((p) => p.partNumber))
     const missing: number[] = []
     for (let n = 1; n <= session.partCount && missing.length <= MAX_LISTED_PARTS; n++) if (!have.has(n)) missing.push(n)
     if (missing.length > 0) {
-      await sessions.transition(id, ['completing'], 'uploading')
+      await giveBack()
       const list = missing.slice(0, MAX_LISTED_PARTS).join(', ') + (missing.length > MAX_LISTED_PARTS ? ', …' : '')
       throw ValidationError.field(['sessionId'], `Parts missing: ${list} (of ${session.partCount})`)
     }
@@ -220,7 +233,8 @@ export class UploadSessionService {
       // A complete that succeeded before its answer was lost leaves the object and no multipart upload.
       const head = err instanceof ObjectNotFoundError ? await storage.head(session.storageKey).catch(() => null) : null
       if (!head) {
-        await sessions.transition(id, ['completing'], 'uploading')
+        // Lost the lease: whoever took over may well have assembled (and removed) the parts meanwhile.
+        if (!(await giveBack())) return this.completedOrConflict(id)
         if (err instanceof AppError) throw err
         this.deps.logger.warn({ err, sessionId: id }, 'completing a multipart upload failed')
         throw new ServiceUnavailableError('Storage is unavailable, please retry completing the upload', { cause: err })
@@ -228,7 +242,7 @@ export class UploadSessionService {
       size = head.size
     }
     if (size !== session.size) {
-      await this.failSession(session, `The assembled file has ${size} bytes, not the ${session.size} declared`)
+      if (!(await this.failSession(session, lease, `The assembled file has ${size} bytes, not the ${session.size} declared`))) return this.completedOrConflict(id)
       throw ValidationError.field(['sessionId'], `The assembled file has ${size} bytes, not the ${session.size} declared`)
     }
 
@@ -249,19 +263,20 @@ export class UploadSessionService {
     const steps = planSteps(isGenericType(session.declaredType) ? null : session.declaredType, limits)
     // The session's reservation turns into the version in one transaction, so nothing is counted twice.
     const quota = { ownerId: session.ownerId, limitBytes: limits.quotaBytes, addingBytes: session.size, excludeSessionId: session.id }
-    const afterInsert = (tx: Parameters<typeof sessions.markCompleted>[0]) => sessions.markCompleted(tx, session.id)
+    const afterInsert = (tx: Parameters<typeof sessions.markCompleted>[0]) => sessions.markCompleted(tx, session.id, lease)
     let result: { file: FileRow; version: FileVersionRow } | undefined
     try {
       result = session.targetFileId
         ? await files.appendVersion(session.targetFileId, version, { makeCurrent: false, steps, quota, afterInsert })
         : await files.createWithVersion({ id: session.fileId, ownerId: session.ownerId, filename: session.filename }, version, { steps, quota, afterInsert })
     } catch (err) {
-      if (err instanceof QuotaExceededError) await this.failSession(session, err.message)
-      else await sessions.transition(id, ['completing'], 'uploading')
+      // Outlived its lease (markCompleted refused, or the taker's version was there first): the taker answers.
+      const mine = err instanceof CompletingLeaseLostError ? false : err instanceof QuotaExceededError ? await this.failSession(session, lease, err.message) : await giveBack()
+      if (!mine) return this.completedOrConflict(id)
       throw err
     }
     if (!result) {
-      await this.failSession(session, 'The file was deleted during the upload')
+      if (!(await this.failSession(session, lease, 'The file was deleted during the upload'))) return this.completedOrConflict(id)
       throw new NotFoundError('File', session.targetFileId ?? undefined)
     }
     if (session.targetFileId) await this.deps.invalidateFile(session.targetFileId)
@@ -269,23 +284,39 @@ export class UploadSessionService {
     return result
   }
 
-  /** Aborts the session and removes its parts; aborting again is a no-op. */
+  /**
+   * Aborts the session and removes its parts, and the assembled object a failed or interrupted complete
+   * left; aborting again is a no-op. A `completing` session is refused until its lease ran out.
+   */
   async abort(viewer: Viewer, id: string): Promise<UploadSessionView> {
-    const { sessions, storage } = this.deps
+    const { sessions, storage, files } = this.deps
     const session = await this.owned(viewer, id)
     if (session.status === 'aborted' || session.status === 'expired') return this.view(session)
-    const aborted = await sessions.transition(id, ['uploading', 'failed'], 'aborted')
-    if (!aborted) throw new ConflictError(`The upload session is ${session.status === 'completing' ? 'being completed' : session.status}`)
+    const aborted = await sessions.transition(id, ['uploading', 'failed'], 'aborted', {}, { staleCompletingMs: COMPLETING_LEASE_MS })
+    if (!aborted) {
+      const current = await sessions.findById(id)
+      if (current?.status === 'aborted' || current?.status === 'expired') return this.view(current)
+      throw new ConflictError(`The upload session is ${current?.status === 'completing' ? 'being completed' : (current?.status ?? 'gone')}`)
+    }
     await storageCall(() => storage.abortMultipartUpload(session.storageKey, session.multipartUploadId))
+    // A complete may have assembled the parts before failing (or dying); unless a version took the object over, it is an orphan.
+    if (!(await files.findVersionById(session.versionId))) await storageCall(() => storage.delete(session.storageKey))
     await sessions.deleteParts(id)
     await this.reporter(session).failed('The upload was aborted')
     return this.view(aborted)
   }
 
-  /** Aborts expired sessions' multipart uploads so no orphan parts are left; returns how many. */
+  /**
+   * Gives sessions whose instance died mid-complete back to `uploading` (with time left to complete
+   * them), then aborts expired sessions' multipart uploads so no orphan parts are left; returns how
+   * many expired.
+   */
   async sweepExpired(limit = 100): Promise<number> {
     const { sessions, storage, files, logger } = this.deps
-    const expired = await sessions.claimExpired(limit, STUCK_COMPLETING_MS)
+    for (const session of await sessions.releaseStaleCompleting(limit, COMPLETING_LEASE_MS, this.nextExpiry())) {
+      logger.warn({ sessionId: session.id }, 'an upload session was left completing by a request that died; it can be completed again')
+    }
+    const expired = await sessions.claimExpired(limit)
     for (const session of expired) {
       try {
         await storage.abortMultipartUpload(session.storageKey, session.multipartUploadId)
@@ -316,6 +347,16 @@ export class UploadSessionService {
     }
   }
 
+  /** The answer to a complete that did not (or no longer) hold the lease: the result if it completed meanwhile. */
+  private async completedOrConflict(id: string): Promise<{ file: FileRow; version: FileVersionRow }> {
+    const current = await this.deps.sessions.findById(id)
+    if (current?.status === 'completed') return this.completedResult(current)
+    if (current?.status === 'completing') {
+      throw new ConflictError(`The upload session is being completed; if that request failed, completing again takes it over after ${COMPLETING_LEASE_MS / 60_000} minutes`)
+    }
+    throw new ConflictError(`The upload session is ${current?.status ?? 'gone'}`)
+  }
+
   private async completedResult(session: UploadSessionRow): Promise<{ file: FileRow; version: FileVersionRow }> {
     const version = await this.deps.files.findVersionById(session.versionId)
     const file = version && (await this.deps.files.findById(version.fileId))
@@ -323,11 +364,14 @@ export class UploadSessionService {
     return { file, version }
   }
 
-  private async failSession(session: UploadSessionRow, message: string): Promise<void> {
-    await this.deps.sessions.transition(session.id, ['completing', 'uploading'], 'failed', { error: message })
+  /** Fails a session being completed under `lease`; false (and nothing done) when the lease was taken over meanwhile. */
+  private async failSession(session: UploadSessionRow, lease: Date, message: string): Promise<boolean> {
+    const failed = await this.deps.sessions.transition(session.id, ['completing'], 'failed', { error: message }, { lease })
+    if (!failed) return false
     await this.deps.storage.delete(session.storageKey).catch(() => {})
     await this.deps.storage.abortMultipartUpload(session.storageKey, session.multipartUploadId).catch(() => {})
     await this.reporter(session).failed(message)
+    return true
   }
 
   private async view(session: UploadSessionRow): Promise<UploadSessionView> {
