@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { FileRepository } from '../src/infra/db/file-repository'
 import type { CompletedPart, ObjectStorage } from '../src/infra/storage/types'
 import { COMPLETING_LEASE_MS } from '../src/services/files/upload-sessions'
 import { buildTestApp, type TestApp } from './helpers/app'
@@ -186,5 +187,50 @@ describe.each([
     expect(await first).toMatchObject({ __typename: 'ConflictError', message: 'The upload session is aborted' })
     expect(await cb.session(session.id)).toMatchObject({ status: 'ABORTED' })
     expect(await cb.file(session.fileId)).toBeNull()
+  })
+
+  describe('a complete that failed at the database after assembling the parts', () => {
+    let t: TestApp
+    let c: Client
+    beforeAll(async () => {
+      t = await boot()
+      c = client(t, t.token('user', 'dan'))
+    })
+
+    async function assembledButNotRecorded(content: Buffer): Promise<Session> {
+      const session = await uploadAllParts(c, content)
+      const original = FileRepository.prototype.createWithVersion
+      FileRepository.prototype.createWithVersion = () => Promise.reject(new Error('Connection terminated unexpectedly'))
+      try {
+        const r = await t.gql('mutation($id: ID!) { completeUpload(sessionId: $id) { __typename } }', { id: session.id }, t.token('user', 'dan'))
+        expect(r.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE')
+      } finally {
+        FileRepository.prototype.createWithVersion = original
+      }
+      expect(await c.session(session.id)).toMatchObject({ status: 'UPLOADING', receivedParts: [1, 2] })
+      expect(await t.app.storage.head(await storageKey(t, session.id))).not.toBeNull()
+      return session
+    }
+
+    it('refuses a re-sent part with a reason that says what to do, and completing again finishes it', async () => {
+      const content = pdf(PART + 99)
+      const session = await assembledButNotRecorded(content)
+      const again = await c.part(session.id, 2, content.subarray(PART))
+      expect(again.data?.uploadChunk).toMatchObject({
+        __typename: 'ConflictError',
+        message: 'The parts were already assembled and can no longer be replaced: complete the upload again, or abort it',
+      })
+      const done = await c.complete(session.id)
+      expect(done).toMatchObject({ __typename: 'CompleteUploadSuccess' })
+      expect((await c.settled(done.file!.id)).sha256).toBe(sha256(content))
+    })
+
+    it('abortUpload removes the assembled object', async () => {
+      const session = await assembledButNotRecorded(pdf(PART + 99))
+      const key = await storageKey(t, session.id)
+      expect(await c.abort(session.id)).toMatchObject({ __typename: 'AbortUploadSuccess', session: { status: 'ABORTED' } })
+      expect(await t.app.storage.head(key)).toBeNull()
+      expect(await multipartDirs()).toEqual([])
+    })
   })
 })

@@ -186,7 +186,7 @@ export class UploadSessionService {
       stream.resume()
       const cause = meter.error ?? (streamError instanceof AppError ? streamError : undefined) ?? err
       if (cause instanceof AppError) throw cause
-      if (cause instanceof ObjectNotFoundError) throw new ConflictError('The upload session no longer accepts parts')
+      if (cause instanceof ObjectNotFoundError) throw await this.noMultipartUpload(session)
       this.deps.logger.warn({ err: cause, sessionId: id, partNumber }, 'storing an upload part failed')
       throw new ServiceUnavailableError('Storage is unavailable, please send the part again', { cause })
     }
@@ -337,6 +337,20 @@ export class UploadSessionService {
     // Someone else's session is "not found": ids must not be probeable.
     if (!session || session.ownerId !== viewer.id) throw new NotFoundError('UploadSession', id)
     return session
+  }
+
+  /**
+   * The multipart upload is gone under a part. Normally the session was completed or aborted meanwhile;
+   * but a complete that assembled the parts and then failed (or died) leaves the session `uploading`
+   * with every part received and no multipart upload: the parts can no longer be replaced, and
+   * completing again finishes it from the assembled object.
+   */
+  private async noMultipartUpload(session: UploadSessionRow): Promise<ConflictError> {
+    const current = await this.deps.sessions.findById(session.id)
+    if (current?.status === 'uploading' && (await this.deps.storage.head(session.storageKey).catch(() => null))) {
+      return new ConflictError('The parts were already assembled and can no longer be replaced: complete the upload again, or abort it')
+    }
+    return new ConflictError('The upload session no longer accepts parts')
   }
 
   private assertReceiving(session: UploadSessionRow): void {
