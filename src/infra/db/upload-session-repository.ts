@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, lt, or, sql, type SQL } from 'drizzle-orm'
+import { and, asc, eq, inArray, lt, ne, or, sql, type SQL } from 'drizzle-orm'
 import type { Database } from './client'
 import { uploadSessionParts, uploadSessions } from './schema/upload-sessions'
 
@@ -45,11 +45,12 @@ export class UploadSessionRepository {
     return this.db.select().from(uploadSessionParts).where(eq(uploadSessionParts.sessionId, sessionId)).orderBy(asc(uploadSessionParts.partNumber))
   }
 
-  async bytesReceived(sessionId: string): Promise<number> {
+  /** Bytes stored for the session's parts, leaving out part `except` (the one being replaced). */
+  async bytesReceived(sessionId: string, except?: number): Promise<number> {
     const [row] = await this.db
       .select({ bytes: sql<string>`coalesce(sum(${uploadSessionParts.size}), 0)` })
       .from(uploadSessionParts)
-      .where(eq(uploadSessionParts.sessionId, sessionId))
+      .where(and(eq(uploadSessionParts.sessionId, sessionId), except === undefined ? undefined : ne(uploadSessionParts.partNumber, except)))
     return Number(row?.bytes ?? 0)
   }
 

@@ -156,7 +156,8 @@ export class UploadSessionService {
     }
     const { storage, sessions, limits } = this.deps
     const expected = expectedPartSize(session, partNumber)
-    const others = (await sessions.listParts(id)).filter((p) => p.partNumber !== partNumber).reduce((n, p) => n + p.size, 0)
+    // A sum in the database: each part of a many-part upload would otherwise fetch every part row.
+    const others = await sessions.bytesReceived(id, partNumber)
     const reporter = this.reporter(session)
     const meter = new PartMeter(partNumber, expected, (n) => reporter.bytes(others + n))
     const started = performance.now()
