@@ -319,6 +319,8 @@ describe('delivery and retries', () => {
     transport.failNext(RecordingTransport.error(422))
     const email = await service.sendEmail('bob@example.com', 'welcome', { name: 'Bob', verificationLink: 'https://app.example.com/v' })
     expect(email).toMatchObject({ status: 'FAILED', attempts: 1, lastError: 'Provider answered 422' })
+    // Never to be sent: the link (with a raw token, for a verification or reset) is not kept.
+    expect((await db.select({ data: emails.data }).from(emails).where(eq(emails.id, email.id)))[0]!.data).toEqual({})
     await makeDue(email.id)
     expect(await dispatcher.runOnce()).toBe(0)
     expect(transport.delivered).toHaveLength(0)
@@ -469,6 +471,7 @@ describe('scheduled event reminders', () => {
   it('cancels a queued reminder so it is never sent, and refuses to cancel it twice', async () => {
     const reminder = await service.scheduleEventReminder({ user: alice, event, sendAt: new Date(Date.now() + 60_000) })
     expect(await service.cancelScheduledEmail(reminder.id)).toMatchObject({ status: 'CANCELLED' })
+    expect((await db.select({ data: emails.data }).from(emails).where(eq(emails.id, reminder.id)))[0]!.data).toEqual({})
     await makeDue(reminder.id)
     expect(await dispatcher.runOnce()).toBe(0)
     await expect(service.cancelScheduledEmail(reminder.id)).rejects.toBeInstanceOf(ConflictError)

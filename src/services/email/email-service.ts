@@ -187,8 +187,9 @@ export async function deliverClaimedEmail(deps: DeliveryDeps, row: EmailRow): Pr
   return sent.row
 }
 
+/** A final failure. Its data goes as on success: it may hold the raw token of a link nobody will be sent. */
 function failed(reason: string) {
-  return { status: 'failed' as const, lockedUntil: null, lastError: reason.slice(0, 2000) }
+  return { status: 'failed' as const, lockedUntil: null, lastError: reason.slice(0, 2000), data: {} }
 }
 
 /**
@@ -357,7 +358,8 @@ export class EmailService {
     const [row] = UUID.test(id)
       ? await this.deps.db
           .update(emails)
-          .set({ status: 'cancelled', lockedUntil: null })
+          // Never sent now: the data (a reminder's, or a link's raw token) is no longer needed.
+          .set({ status: 'cancelled', lockedUntil: null, data: {} })
           .where(and(eq(emails.id, id), eq(emails.status, 'queued')))
           .returning()
       : []
