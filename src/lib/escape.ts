@@ -3,6 +3,7 @@
  * `normalizeText`) and encoded when it is written into HTML, a URL attribute or a header,
  * because only the output context knows which characters are dangerous.
  */
+import { decodeHTMLAttribute } from 'entities'
 import { ValidationError } from './errors'
 
 const HTML_ESCAPES: Record<string, string> = {
@@ -147,43 +148,7 @@ function replaceLoneSurrogates(text: string): string {
   return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
 }
 
-const NAMED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" }
-
-/** The text of an HTML attribute value: character references decoded (Handlebars escapes `&`, `=`, quotes and backticks). */
+/** The text of an HTML attribute value, as a browser decodes it (Handlebars escapes `&`, `=`, quotes and backticks). */
 export function decodeEntities(value: string): string {
-  if (!value.includes('&')) return value
-  return value.replace(/&(?:#(\d{1,7})|#x([0-9a-f]{1,6})|([a-z]+));/gi, (whole, dec: string | undefined, hex: string | undefined, name: string | undefined) => {
-    if (dec !== undefined || hex !== undefined) {
-      const code = dec !== undefined ? Number(dec) : parseInt(hex!, 16)
-      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole
-    }
-    return NAMED[name!.toLowerCase()] ?? whole
-  })
-}
-
-/** Attributes whose value a mail client follows or loads as a URL. */
-const URL_ATTRIBUTE = /(\s(?:href|src|action|formaction|background|poster|cite|xlink:href)\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))/gi
-const TAG = /<[a-z][^>]*>/gi
-const LINK_SCHEMES = new Set(['http', 'https', 'mailto', 'tel', 'cid'])
-const INLINE_IMAGE = /^data:image\/(?:png|gif|jpe?g|webp);/i
-
-/**
- * Rendered email HTML with every URL attribute that names a scheme other than http(s), mailto, tel
- * or cid (and inline `data:image/...` for sources) replaced by `#`. Template data comes from contacts
- * and imports: escaping keeps it inside the attribute, but not out of `javascript:` when the attribute
- * is built from it (`<a href="{{website}}">`). Browsers drop tabs and newlines inside a scheme and
- * decode character references first, and so does this check.
- */
-export function neutralizeUnsafeUrls(html: string): string {
-  return html.replace(TAG, (tag) =>
-    tag.replace(URL_ATTRIBUTE, (whole, lead: string, dq?: string, sq?: string, bare?: string) => {
-      const value = dq ?? sq ?? bare ?? ''
-      // eslint-disable-next-line no-control-regex -- C0 controls and space are what browsers drop from a scheme
-      const url = decodeEntities(value).replace(/[\u0000-\u0020\u007f-\u009f]/g, '')
-      const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
-      if (scheme === undefined || LINK_SCHEMES.has(scheme)) return whole
-      if (scheme === 'data' && /^\ssrc/i.test(lead) && INLINE_IMAGE.test(url)) return whole
-      return `${lead}"#"`
-    }),
-  )
+  return value.includes('&') ? decodeHTMLAttribute(value) : value
 }

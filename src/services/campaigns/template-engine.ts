@@ -8,7 +8,7 @@
 import Handlebars from 'handlebars'
 import type { TemplateVariableDecl } from '../../infra/db/schema/campaigns'
 import { AppError } from '../../lib/errors'
-import { neutralizeUnsafeUrls } from '../../lib/escape'
+import { authoredSchemes, neutralizeUnsafeUrls } from '../../lib/html-urls'
 import { formatDate } from '../email/format-date'
 import { htmlToText } from './html-to-text'
 import { analyzeSource, BUILTIN_VARIABLES, UNSUBSCRIBE_VARIABLE, type TemplatePart, type TemplateProblem } from './template-analysis'
@@ -132,13 +132,15 @@ export function compileTemplate(
   const subject = hb.compile(version.subject, { ...COMPILE_OPTIONS, noEscape: true })
   const html = hb.compile(version.html, COMPILE_OPTIONS)
   const text = hb.compile(version.text, { ...COMPILE_OPTIONS, noEscape: true })
+  // The schemes the author wrote (sms:, webcal:, an app's own) stay usable; data gets no others.
+  const schemes = authoredSchemes(version.html)
   return {
     variables: version.variables,
     render(context) {
       // Line breaks in a subject would end the header early.
       const renderedSubject = renderPart('subject', () => subject(context)).replace(/\s+/g, ' ').trim()
       // Links and sources built from contact data can only be web, mail, phone or inline-image URLs.
-      const body = neutralizeUnsafeUrls(renderPart('html', () => html(context)))
+      const body = neutralizeUnsafeUrls(renderPart('html', () => html(context)), schemes)
       return {
         subject: renderedSubject,
         html: layout ? renderPart('layout', () => layout(renderedSubject, body)) : body,
