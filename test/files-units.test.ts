@@ -52,6 +52,16 @@ describe('countPdfPages', () => {
     expect(countPdfPages(Buffer.from(`%PDF-1.4\n${decoys.slice(0, -40)}2 0 obj << /Type /Pages /Count 7 >> endobj`, 'latin1'))).toBe(7)
   })
 
+  it('looks at no more characters than its budget while finding dictionaries: windows without one end the count', () => {
+    // No dictionary around a decoy: each costs its whole window, 4 KB each way, 8 KB looked at.
+    const decoy = '> '.repeat(2048) + '/Type/Pages '
+    const root = '2 0 obj << /Type /Pages /Count 7 >> endobj'
+    expect(countPdfPages(Buffer.from(`%PDF-1.4\n${decoy.repeat(200)}${root}`, 'latin1'))).toBe(7)
+    expect(countPdfPages(Buffer.from(`%PDF-1.4\n${decoy.repeat(400)}${root}`, 'latin1'))).toBeUndefined()
+    expect(200 * 8192).toBeLessThan(PDF_COUNT_BUDGET.steps)
+    expect(400 * 8192).toBeGreaterThan(PDF_COUNT_BUDGET.steps)
+  })
+
   it('inflates no more than its budget over all object streams: past it, nothing more is inflated', () => {
     const blank = (bytes: number) => objStm(Buffer.alloc(bytes, 0x20))
     const head = Buffer.from('%PDF-1.7\n')

@@ -5,11 +5,12 @@ import { inflateSync } from 'node:zlib'
  * thread and is informative only, so a file built to make it slow (thousands of `/Type /Pages`,
  * object streams that inflate to megabytes of them) gets no count rather than seconds of CPU:
  * - page-tree candidates looked at, in the file and its object streams together;
- * - object streams inflated, and the bytes they inflate to, all streams together.
+ * - object streams inflated, and the bytes they inflate to, all streams together;
+ * - characters looked at while finding the dictionaries around them.
  * A real PDF's page tree has a handful of `/Type /Pages` nodes per thousand pages, and its object
  * streams hold kilobytes to a few megabytes.
  */
-export const PDF_COUNT_BUDGET = { candidates: 1_000, streams: 256, inflatedBytes: 8 * 1024 * 1024 }
+export const PDF_COUNT_BUDGET = { candidates: 1_000, streams: 256, inflatedBytes: 8 * 1024 * 1024, steps: 2_000_000 }
 
 /** How far from a `/Type /Pages` its dictionary's `<<` and `>>` are looked for. */
 const DICT_WINDOW = 4096
@@ -18,6 +19,7 @@ interface Budget {
   candidates: number
   streams: number
   inflatedBytes: number
+  steps: number
 }
 
 /**
@@ -46,7 +48,8 @@ function rootCount(text: string, budget: Budget): number | undefined {
   let any: number | undefined
   for (const match of text.matchAll(/\/Type\s*\/Pages(?![A-Za-z])/g)) {
     if (budget.candidates-- <= 0) break
-    const dict = enclosingDict(text, match.index)
+    const dict = enclosingDict(text, match.index, budget)
+    if (dict === undefined) break
     const count = /\/Count\s+(\d+)/.exec(dict)
     if (!count) continue
     const n = Number(count[1])
@@ -56,46 +59,51 @@ function rootCount(text: string, budget: Budget): number | undefined {
   return root ?? any
 }
 
-/** The `<< ... >>` around a position, nesting included, within DICT_WINDOW on either side. */
-function enclosingDict(text: string, at: number): string {
-  // Within the window only: a search in the whole text would cost its length for every candidate.
-  const from = Math.max(0, at - DICT_WINDOW)
-  const window = text.slice(from, Math.min(text.length, at + DICT_WINDOW))
-  const pos = at - from
-  let start = pos
+const LT = 0x3c
+const GT = 0x3e
+
+/**
+ * The `<< ... >>` around a position, nesting included, within DICT_WINDOW on either side; undefined
+ * once the budget's steps are spent. Each character looked at is a step: a window full of
+ * delimiters costs its length, and no more than the budget allows over all candidates.
+ */
+function enclosingDict(text: string, at: number, budget: Budget): string | undefined {
+  const floor = Math.max(0, at - DICT_WINDOW)
+  const ceiling = Math.min(text.length, at + DICT_WINDOW)
+  let start = at
   let depth = 0
-  // From delimiter to delimiter, not character by character.
-  for (let i = pos; i >= 0; ) {
-    const next = Math.max(window.lastIndexOf('<<', i), window.lastIndexOf('>>', i))
-    if (next < 0) break
-    if (window.startsWith('>>', next)) depth++
+  for (let i = at - 2; i >= floor; i--) {
+    if (--budget.steps < 0) return undefined
+    const a = text.charCodeAt(i)
+    if (a !== text.charCodeAt(i + 1) || (a !== LT && a !== GT)) continue
+    if (a === GT) depth++
     else if (depth === 0) {
-      start = next
+      start = i
       break
     } else depth--
-    i = next - 1
+    i--
   }
-  let end = window.length
+  let end = ceiling
   depth = 0
-  for (let i = pos; i < window.length; ) {
-    const open = window.indexOf('<<', i)
-    const close = window.indexOf('>>', i)
-    const next = open < 0 ? close : close < 0 ? open : Math.min(open, close)
-    if (next < 0) break
-    if (next === open) depth++
+  for (let i = at; i + 1 < ceiling; i++) {
+    if (--budget.steps < 0) return undefined
+    const a = text.charCodeAt(i)
+    if (a !== text.charCodeAt(i + 1) || (a !== LT && a !== GT)) continue
+    if (a === LT) depth++
     else if (depth === 0) {
-      end = next + 2
+      end = i + 2
       break
     } else depth--
-    i = next + 2
+    i++
   }
-  return window.slice(start, end)
+  return text.slice(start, end)
 }
 
 function* objectStreams(pdf: Buffer, text: string, budget: Budget): Generator<string> {
   for (const match of text.matchAll(/\/Type\s*\/ObjStm/g)) {
     if (budget.streams-- <= 0 || budget.inflatedBytes <= 0) return
-    const dict = enclosingDict(text, match.index)
+    const dict = enclosingDict(text, match.index, budget)
+    if (dict === undefined) return
     if (!/\/FlateDecode/.test(dict)) continue
     const streamAt = text.indexOf('stream', match.index)
     if (streamAt < 0) continue
