@@ -17,6 +17,10 @@ describe('text PostgreSQL cannot store', () => {
     expect(unstorableAt({ a: [1, 'ok', { b: 'ok\u0000' }] })).toEqual(['a', '2', 'b'])
     expect(unstorableAt({ ['k\u0000']: 1 })).toEqual(['k\u0000'])
     expect(unstorableAt({ a: 'fine', n: null, t: true, list: ['x'] })).toBeUndefined()
+    // However deep: variables are JSON, which the query's depth limit does not bound.
+    let deep: unknown = 'A\u0000B'
+    for (let i = 0; i < 10_000; i++) deep = { a: deep }
+    expect(unstorableAt(deep)).toHaveLength(10_000)
   })
 
   it('makes a contact from a CSV row a problem of its own, not a failed batch', () => {

@@ -12,24 +12,33 @@ export function isStorableText(text: string): boolean {
 }
 
 /** The path to the first string (a value or an object key) that is not storable text, or undefined. */
-export function unstorableAt(value: unknown, path: string[] = [], depth = 0): string[] | undefined {
-  if (typeof value === 'string') return isStorableText(value) ? undefined : path
-  // Deeper than JSON input goes (GraphQL's depth limit, the attributes' size limit): nothing to look at.
-  if (value === null || typeof value !== 'object' || depth > 64) return undefined
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const found = unstorableAt(value[i], [...path, String(i)], depth + 1)
-      if (found) return found
-    }
-    return undefined
+export function unstorableAt(value: unknown): string[] | undefined {
+  // Depth-first with an explicit stack, however deep the input nests (JSON variables have no depth limit).
+  type Entry = { value: unknown; key: string; parent: Entry | undefined }
+  const pathOf = (entry: Entry | undefined, last?: string): string[] => {
+    const path = last === undefined ? [] : [last]
+    for (let e = entry; e?.parent !== undefined; e = e.parent) path.push(e.key)
+    return path.reverse()
   }
-  // Plain data only: an upload (a promise of a stream) is not text.
-  const proto: unknown = Object.getPrototypeOf(value)
-  if (proto !== Object.prototype && proto !== null) return undefined
-  for (const [key, item] of Object.entries(value)) {
-    if (!isStorableText(key)) return [...path, key]
-    const found = unstorableAt(item, [...path, key], depth + 1)
-    if (found) return found
+  const stack: Entry[] = [{ value, key: '', parent: undefined }]
+  while (stack.length > 0) {
+    const entry = stack.pop()!
+    const current = entry.value
+    if (typeof current === 'string') {
+      if (!isStorableText(current)) return pathOf(entry)
+      continue
+    }
+    if (current === null || typeof current !== 'object') continue
+    if (Array.isArray(current)) {
+      for (let i = current.length - 1; i >= 0; i--) stack.push({ value: current[i], key: String(i), parent: entry })
+      continue
+    }
+    // Plain data only: an upload (a promise of a stream) is not text.
+    const proto: unknown = Object.getPrototypeOf(current)
+    if (proto !== Object.prototype && proto !== null) continue
+    const entries = Object.entries(current)
+    for (const [key] of entries) if (!isStorableText(key)) return pathOf(entry, key)
+    for (let i = entries.length - 1; i >= 0; i--) stack.push({ value: entries[i]![1], key: entries[i]![0], parent: entry })
   }
   return undefined
 }
