@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module'
 import type net from 'node:net'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import WebSocket from 'ws'
 import { buildTestApp, type TestApp } from './helpers/app'
 
@@ -121,6 +121,56 @@ describe('subscriptions per WebSocket connection', () => {
       expect(await c.next((m) => m.id === 'invalid')).toMatchObject({ type: 'error', payload: [{ extensions: { code: 'FORBIDDEN' } }] })
     } finally {
       files.progressSnapshot = snapshot
+      c.close()
+    }
+  })
+
+  it('stops a subscription completed while it was still starting: it sends nothing, keeps nothing and counts until its iterator is returned', async () => {
+    const { prototype } = require('mercurius/lib/subscription-connection.js') as { prototype: { handleGQLStart: (data: unknown) => Promise<void> } }
+    const start = prototype.handleGQLStart
+    type Held = { subscriptionContexts: Map<unknown, unknown>; subscriptionIters: Map<unknown, unknown> }
+    const connections = new Set<Held>()
+    prototype.handleGQLStart = function (this: Held, data: unknown) {
+      connections.add(this)
+      return start.call(this, data)
+    }
+    const c = await connect(url, t.token('admin'))
+    try {
+      // Subscribe and complete at once, twenty times: each start is still in its hooks when its complete lands.
+      for (let i = 0; i < 20; i++) {
+        c.subscribe(`s${i}`, 'subscription { cacheStats(intervalMs: 250) { hits } }')
+        c.send({ type: 'complete', id: `s${i}` })
+      }
+      await vi.waitFor(() => expect(connections.size).toBe(1))
+      const [held] = connections
+      await vi.waitFor(() => expect([held!.subscriptionContexts.size, held!.subscriptionIters.size]).toEqual([0, 0]), { timeout: 5_000 })
+      // Both places are free once those runs have ended: two more run, a third is refused.
+      c.subscribe('x1', STATS)
+      c.subscribe('x2', STATS)
+      await c.next((m) => m.type === 'next' && m.id === 'x1')
+      await c.next((m) => m.type === 'next' && m.id === 'x2')
+      c.subscribe('x3', STATS)
+      expect(await c.next((m) => m.id === 'x3')).toMatchObject({ type: 'error', payload: [{ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } }] })
+      // Not one message for an id the client had completed (the limit refused some of them, as errors, while earlier runs were ending).
+      await expect(c.next((m) => /^s\d+$/.test(m.id ?? '') && m.type !== 'error', 600)).rejects.toThrow(/no such message/)
+    } finally {
+      prototype.handleGQLStart = start
+      c.close()
+    }
+  })
+
+  it('lets a completed id be reused at once, and the old run never ends the new one', async () => {
+    const c = await connect(url, t.token('admin'))
+    try {
+      const ticking = 'subscription { cacheStats(intervalMs: 250) { hits } }'
+      c.subscribe('a', ticking)
+      await c.next((m) => m.type === 'next' && m.id === 'a')
+      c.send({ type: 'complete', id: 'a' })
+      c.subscribe('a', ticking)
+      // The new `a` ticks on; the old one's end sends no complete for it.
+      for (let i = 0; i < 3; i++) await c.next((m) => m.id === 'a' && m.type === 'next')
+      await expect(c.next((m) => m.id === 'a' && m.type === 'complete', 300)).rejects.toThrow(/no such message/)
+    } finally {
       c.close()
     }
   })
