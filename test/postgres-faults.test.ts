@@ -85,7 +85,8 @@ describe('the app while its database is unreachable', () => {
     await proxy.start()
     const up = await t.gql('{ campaigns(first: 1) { edges { node { id } } } }', {}, admin)
     expect(up.errors).toBeUndefined()
-    expect((await t.app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200)
+    // Readiness reuses its verdict (the outage's here) for up to READINESS_CACHE_MS.
+    await expect.poll(async () => (await t.app.inject({ method: 'GET', url: '/readyz' })).statusCode, { timeout: 5_000, interval: 100 }).toBe(200)
   })
 
   it('sends a scheduled email that fell due during the outage once the database is back, exactly once', async () => {

@@ -11,6 +11,11 @@ export interface Metrics {
   subscriptions: Gauge
   /** Metrics read from a service at scrape time (cache counters, queue depths): run before each scrape is serialised; a failure is counted and logged. */
   addCollector(collect: () => Promise<void> | void): void
+  /**
+   * Whether the request may read operational detail (/metrics, the checks of /readyz): with
+   * METRICS_TOKEN set, only with it as a bearer token; without, anyone outside production and no one in it.
+   */
+  canRead(request: FastifyRequest): boolean
 }
 
 declare module 'fastify' {
@@ -76,7 +81,9 @@ export const metricsPlugin = fp(
       }
     }
 
-    app.decorate('metrics', { registry, graphqlDuration, subscriptions, addCollector: (c: () => Promise<void> | void) => collectors.push(c) })
+    const token = app.config.metrics.token
+    const canRead = (request: FastifyRequest) => (token ? bearerMatches(request, token) : app.config.nodeEnv !== 'production')
+    app.decorate('metrics', { registry, graphqlDuration, subscriptions, addCollector: (c: () => Promise<void> | void) => collectors.push(c), canRead })
 
     const httpCounted = new Counter({
       name: 'http_requests_counted_total',
@@ -103,11 +110,10 @@ export const metricsPlugin = fp(
       done()
     })
 
-    const token = app.config.metrics.token
     const exposed = Boolean(token) || app.config.nodeEnv !== 'production'
     if (exposed) {
       app.get('/metrics', async (request, reply) => {
-        if (token && !bearerMatches(request, token)) {
+        if (!canRead(request)) {
           return reply.code(401).send({ error: { message: 'A valid METRICS_TOKEN bearer token is required', code: 'UNAUTHENTICATED', requestId: request.id } })
         }
         await runCollectors()
