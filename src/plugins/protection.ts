@@ -15,9 +15,12 @@ declare module 'fastify' {
   }
 }
 
+/** Routes answered under load shedding: the health probes, and the metrics that show the overload. */
+const UNSHED_ROUTES = new Set(['/healthz', '/readyz', '/metrics'])
+
 /**
  * Overload and abuse protection. Under pressure (event-loop lag past the limit) requests get a
- * 503 with Retry-After before the loop stalls; health probes are exempt. Mutations are rate
+ * 503 with Retry-After before the loop stalls; health probes and /metrics are exempt. Mutations are rate
  * limited per token (or per IP when anonymous), counted in Redis when present so the limit holds
  * across instances; if Redis fails, requests pass rather than fail. The public tracking endpoints
  * have a per-IP limit of their own (`trackingRateLimit`), leased from Redis in chunks so that a
@@ -31,7 +34,8 @@ export const protectionPlugin = fp(
         maxEventLoopDelay: protection.maxEventLoopDelayMs,
         retryAfter: 5,
         pressureHandler: (request, reply, type) => {
-          if (request.url === '/healthz' || request.url === '/readyz') return
+          // By route, so a query string does not lose the exemption; /metrics so the overload can be watched.
+          if (UNSHED_ROUTES.has(request.routeOptions.url ?? '')) return
           void reply
             .code(503)
             .header('retry-after', '5')
