@@ -21,6 +21,31 @@ describe('metrics endpoint', () => {
     expect(res.body).toContain('graphql_subscription_connections')
     expect(res.body).toContain('process_resident_memory_bytes')
   })
+
+  it('gives an operation name a label of its own only when an authenticated caller sends it first', async () => {
+    const labels = async () => {
+      const res = await t.app.inject({ method: 'GET', url: '/metrics' })
+      return new Set([...res.body.matchAll(/^graphql_operation_duration_seconds_count\{[^}]*operation="([^"]*)"/gm)].map((m) => m[1]))
+    }
+    // More made-up names than there are labels, from anonymous clients: none takes one.
+    for (let i = 0; i < 210; i++) {
+      const res = await t.app.inject({ method: 'POST', url: '/graphql', payload: { query: `query Junk${i} { __typename }` } })
+      expect(res.statusCode).toBe(200)
+    }
+    // A token that does not verify is no better.
+    await t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization: 'Bearer forged' }, payload: { query: 'query ForgedJunk { __typename }' } })
+    let seen = await labels()
+    expect([...seen].filter((l) => /Junk/.test(l!))).toEqual([])
+    expect(seen.has('other')).toBe(true)
+
+    await t.gql('query AdminDashboard { viewer { id } }', {}, t.token('admin'))
+    // Once labelled, the name is counted under it whoever sends it.
+    await t.gql('query AdminDashboard { __typename }')
+    const res = await t.app.inject({ method: 'GET', url: '/metrics' })
+    expect(res.body).toMatch(/graphql_operation_duration_seconds_count\{[^}]*operation="AdminDashboard"[^}]*\} 2/)
+    seen = await labels()
+    expect(seen.has('AdminDashboard')).toBe(true)
+  })
 })
 
 describe('metrics in production', () => {

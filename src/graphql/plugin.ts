@@ -171,7 +171,8 @@ function observeOperations(app: FastifyInstance) {
     const op = operationToRun(document, context)
     ;(context as Timed)[timing] = {
       start: process.hrtime.bigint(),
-      operation: operationLabel(op?.name?.value, seen),
+      // Only a verified viewer's operation may take a new label (operationLabel).
+      operation: operationLabel(op?.name?.value, seen, Boolean((context as Partial<GraphQLContext>).viewer)),
       type: op?.operation ?? 'unknown',
     }
   })

@@ -37,7 +37,8 @@ const OPERATION_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 /**
  * Prometheus metrics on GET /metrics. In production it needs METRICS_TOKEN as a bearer token;
  * without one there it is not served at all. Labels are bounded: route patterns (not URLs),
- * status classes, and at most MAX_OPERATION_LABELS operation names.
+ * status classes, and at most MAX_OPERATION_LABELS operation names, each first sent by an
+ * authenticated caller (operationLabel).
  */
 export const metricsPlugin = fp(
   async (app: FastifyInstance) => {
@@ -141,10 +142,16 @@ function countedBy(counter: (method: string, statusClass: string) => { inc(): vo
   }
 }
 
-export function operationLabel(name: string | undefined | null, seen: Set<string>): string {
+/**
+ * The `operation` label of a GraphQL operation: `anonymous` when it has no usable name; its name when
+ * that already has a label; else a new label, while fewer than MAX_OPERATION_LABELS exist, but only for
+ * an authenticated caller (`mayClaim`): an anonymous one could otherwise take every label with made-up
+ * names for the life of the process. Everything else is `other`.
+ */
+export function operationLabel(name: string | undefined | null, seen: Set<string>, mayClaim: boolean): string {
   if (!name || !OPERATION_NAME.test(name)) return 'anonymous'
   if (seen.has(name)) return name
-  if (seen.size >= MAX_OPERATION_LABELS) return 'other'
+  if (!mayClaim || seen.size >= MAX_OPERATION_LABELS) return 'other'
   seen.add(name)
   return name
 }
