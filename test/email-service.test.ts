@@ -2,6 +2,7 @@ import { eq, sql } from 'drizzle-orm'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { createDatabase, type Database, type DatabaseHandle } from '../src/infra/db/client'
 import { emailTokens } from '../src/infra/db/schema/auth'
+import { consumeEmailToken, issueEmailToken, PASSWORD_RESET_TTL_MS } from '../src/services/auth/email-tokens'
 import { emails } from '../src/infra/db/schema/email'
 import { ConflictError, InvalidTokenError, NotFoundError, ValidationError } from '../src/lib/errors'
 import { EmailDispatcher } from '../src/services/email/email-dispatcher'
@@ -136,6 +137,26 @@ describe('email verification tokens', () => {
     await expect(service.consumePasswordResetToken(first)).rejects.toBeInstanceOf(InvalidTokenError)
     await expect(service.consumePasswordResetToken(second)).resolves.toEqual({ userId: alice.id, email: alice.email })
     expect(transport.delivered.at(-1)!.message.text).toContain('expires in 60 minutes')
+  })
+
+  it('leaves exactly one live reset link when resets for one user race on different connections', async () => {
+    // A second pool, so the two issues really run in concurrent transactions.
+    const other: DatabaseHandle = await createDatabase({ databaseUrl: t.url, pgliteDir: 'memory://' })
+    try {
+      for (let round = 0; round < 10; round++) {
+        const input = { kind: 'password_reset' as const, userId: `racer-${round}`, email: 'racer@example.com', ttlMs: PASSWORD_RESET_TTL_MS }
+        const issued = await Promise.all([issueEmailToken(db, input), issueEmailToken(other.db, input), issueEmailToken(db, input)])
+        const consumed = await Promise.all(
+          issued.map(({ token }) => consumeEmailToken(db, 'password_reset', token).then(() => true, (err: unknown) => {
+            expect(err).toBeInstanceOf(InvalidTokenError)
+            return false
+          })),
+        )
+        expect(consumed.filter(Boolean), `round ${round}`).toHaveLength(1)
+      }
+    } finally {
+      await other.close()
+    }
   })
 })
 

@@ -29,6 +29,11 @@ export async function issueEmailToken(db: Database, input: IssueEmailTokenInput)
   const [row] = await db.transaction(async (tx) => {
     if (input.kind === 'password_reset') {
       // Only the newest reset link may work: an older one may sit in a mailbox someone else reads.
+      // Serialised per user across connections and instances: without the lock two concurrent resets
+      // each revoke what was committed before they began and each insert, leaving two live links. The
+      // lock is held until commit, and under READ COMMITTED the UPDATE below (a statement that starts
+      // after the lock is granted) sees the row the previous holder inserted.
+      await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`email-token:password_reset:${input.userId}`}))`)
       await tx
         .update(emailTokens)
         .set({ consumedAt: sql`now()` })
