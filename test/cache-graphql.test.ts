@@ -62,7 +62,7 @@ describe('cache over GraphQL, two instances sharing Redis and PostgreSQL', () =>
 
   it('answers a wildcard-only pattern without confirm, or an empty input, with a ValidationError', async () => {
     const query = `mutation($input: InvalidateCacheInput!) { invalidateCache(input: $input) { __typename ... on ValidationError { message } } }`
-    for (const input of [{ pattern: '*' }, {}, { tags: [''] }, { keys: [''] }]) {
+    for (const input of [{ pattern: '*' }, { pattern: '*[^]' }, { pattern: '[^]*' }, { pattern: '?*' }, {}, { tags: [''] }, { keys: [''] }]) {
       const res = await a.gql(query, { input }, a.token('admin'))
       expect(res.data.invalidateCache).toMatchObject({ __typename: 'ValidationError' })
     }

@@ -183,7 +183,9 @@ describe.each(backends)('CacheService on $name', ({ name, create }) => {
     expect(await cache.invalidatePattern('a[12]')).toBe(2)
     expect(await cache.invalidatePattern('a\\*')).toBe(1)
     expect(await cache.invalidatePattern('?b')).toBe(1)
-    expect(await cache.invalidatePattern('[^b]?')).toBe(1)
+    // No literal character: a class and `?` alone need confirm, however few keys they happen to match.
+    await expect(cache.invalidatePattern('[^b]?')).rejects.toBeInstanceOf(ValidationError)
+    expect(await cache.invalidatePattern('[^b]?', { confirm: true })).toBe(1)
     expect(await cache.has('b1')).toBe(true)
   })
 
@@ -209,6 +211,23 @@ describe.each(backends)('CacheService on $name', ({ name, create }) => {
 
     expect(await cache.invalidatePattern('*', { confirm: true })).toBe(2)
     expect(await neighbour.get('a')).toBe(3)
+  })
+
+  it('refuses, unless confirmed, every pattern with no literal character: classes and ? cannot slip past the check', async () => {
+    const cache = create()
+    await Promise.all([cache.set('a:1', 1), cache.set('b:2', 2), cache.set('*', 3)])
+
+    for (const pattern of ['*[^]', '[^]*', '?*', '*?', '[a-z]*', '[a]*', '[*]', '*[', '[^:]*[^]']) {
+      const err = await cache.invalidatePattern(pattern).catch((e: unknown) => e)
+      expect(err, pattern).toBeInstanceOf(ValidationError)
+      expect((err as ValidationError).fieldErrors, pattern).toEqual([{ path: ['pattern'], message: expect.stringContaining('confirm: true') }])
+    }
+    expect(await cache.getMany(['a:1', 'b:2', '*'])).toEqual([1, 2, 3])
+
+    // An escaped `*` is a literal: it deletes the key "*" alone, with no confirm.
+    expect(await cache.invalidatePattern('\\*')).toBe(1)
+    expect(await cache.getMany(['a:1', 'b:2', '*'])).toEqual([1, 2, undefined])
+    expect(await cache.invalidatePattern('*[^]', { confirm: true })).toBe(2)
   })
 
   it('refuses an empty or over-long pattern', async () => {

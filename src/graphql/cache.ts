@@ -133,7 +133,7 @@ const InvalidateCacheInput = builder.inputType('InvalidateCacheInput', {
   fields: (t) => ({
     keys: t.stringList({ required: false, description: `Exact keys (at most ${MAX_KEYS}).` }),
     pattern: t.string({ required: false, description: 'A Redis glob such as "user:*". Runs SCAN + UNLINK in batches; cost grows with the keyspace, not the matches.' }),
-    confirm: t.boolean({ required: false, description: 'Required for a pattern that matches everything, such as "*".' }),
+    confirm: t.boolean({ required: false, description: 'Required for a pattern with no literal character, only *, ? and [classes] (such as "*" or "*[^]"), which can match every key.' }),
     tags: t.stringList({ required: false, description: `Tags whose entries all become invalid at once, in O(1) per tag (at most ${MAX_TAGS}).` }),
   }),
 })

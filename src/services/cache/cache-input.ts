@@ -1,15 +1,18 @@
 import { ValidationError } from '../../lib/errors'
+import { globHasLiteral } from './glob'
 
 export const MAX_KEY_LENGTH = 1024
 export const MAX_PATTERN_LENGTH = 512
 const MAX_TAG_LENGTH = 256
 const MAX_TAGS = 64
 const CONTROL_CHARS = /\p{Cc}/u
-const WILDCARD_ONLY = /^[*?]+$/
 const NAMESPACE = /^[A-Za-z0-9_.-]{1,64}$/
 
 export interface InvalidateOptions {
-  /** Required for a pattern with no literal character, which clears the whole cache (or namespace). */
+  /**
+   * Required for a pattern with no literal character (`*`, `?*`, `*[^]`, `[a-z]*`: only `*`, `?` and
+   * classes), which can clear the whole cache (or namespace). See `globHasLiteral`.
+   */
   confirm?: boolean
 }
 
@@ -31,8 +34,8 @@ export function validatePattern(pattern: string, options: InvalidateOptions): vo
   if (CONTROL_CHARS.test(pattern)) {
     throw ValidationError.field('pattern', 'Pattern must not contain control characters')
   }
-  if (WILDCARD_ONLY.test(pattern) && options.confirm !== true) {
-    throw ValidationError.field('pattern', 'A wildcard-only pattern clears the whole cache; pass { confirm: true }')
+  if (options.confirm !== true && !globHasLiteral(pattern)) {
+    throw ValidationError.field('pattern', 'A pattern with no literal character (only *, ? and [classes]) can clear the whole cache; pass { confirm: true }')
   }
 }
 

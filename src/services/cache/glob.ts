@@ -18,11 +18,11 @@ function bytes(text: string): string {
   return NOT_ASCII.test(text) ? Buffer.from(text, 'utf8').toString('latin1') : text
 }
 
-/** A pattern element that matches one byte: a literal, `?`, or a class (256 flags). */
-type Token = { star: true } | { star: false; accepts: (byte: number) => boolean }
+/** A pattern element that matches one byte: a literal (one byte only), `?`, or a class (256 flags). */
+type Token = { star: true } | { star: false; literal: boolean; accepts: (byte: number) => boolean }
 
 const STAR: Token = { star: true }
-const ANY: Token = { star: false, accepts: () => true }
+const ANY: Token = { star: false, literal: false, accepts: () => true }
 
 /**
  * A test of keys against a Redis glob, with Redis's result for every key. Matching walks the key once
@@ -32,6 +32,17 @@ const ANY: Token = { star: false, accepts: () => true }
 export function globMatcher(glob: string): (key: string) => boolean {
   const tokens = compile(bytes(glob))
   return (key) => matches(tokens, bytes(key))
+}
+
+/**
+ * Whether the glob, read as `globMatcher` and Redis read it, holds a literal byte: a character outside
+ * a class that is neither `*` nor `?`, or any character after a `\` (a trailing `\` is itself a literal).
+ * A glob without one (`*`, `?*`, `*[^]`, `[a-z]*`) can match every key; a glob with one only matches
+ * keys that contain that byte. Classes never count, however narrow (`[a]` included): telling a narrow
+ * class from one that takes every byte (`[^]`, `[!-~]` for ASCII keys) is not worth the risk.
+ */
+export function globHasLiteral(glob: string): boolean {
+  return compile(bytes(glob)).some((token) => !token.star && token.literal)
 }
 
 function matches(tokens: readonly Token[], key: string): boolean {
@@ -84,7 +95,7 @@ function compile(p: string): Token[] {
 }
 
 function literal(code: number): Token {
-  return { star: false, accepts: (byte) => byte === code }
+  return { star: false, literal: true, accepts: (byte) => byte === code }
 }
 
 /** A class starting after its `[`, as stringmatchlen reads it; `end` is the index of its last character. */
@@ -111,7 +122,7 @@ function parseClass(p: string, from: number): { token: Token; end: number } {
     i++
   }
   // An empty class matches nothing (negated: any byte), as in Redis.
-  return { token: { star: false, accepts: (byte) => (members[byte] === 1) !== negate }, end: i }
+  return { token: { star: false, literal: false, accepts: (byte) => (members[byte] === 1) !== negate }, end: i }
 }
 
 /**
