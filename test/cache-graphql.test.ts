@@ -68,6 +68,40 @@ describe('cache over GraphQL, two instances sharing Redis and PostgreSQL', () =>
     }
   })
 
+  it('validates keys, pattern and tags before deleting anything, and reports each with its path under input', async () => {
+    const cache = a.app.services.cache
+    const query = `mutation($input: InvalidateCacheInput!) { invalidateCache(input: $input) {
+      __typename ... on InvalidateCacheSuccess { result { deleted tags } } ... on ValidationError { message fieldErrors { path message } } } }`
+    const tags = (n: number) => Array.from({ length: n }, (_, i) => `t${i}`)
+    await cache.set('victim', 1)
+
+    const cases: Array<[Record<string, unknown>, Array<{ path: string[]; message: string }>]> = [
+      [{ keys: ['victim'], tags: tags(65) }, [{ path: ['input', 'tags'], message: 'At most 64 tags at once' }]],
+      [{ keys: ['victim'], tags: tags(100) }, [{ path: ['input', 'tags'], message: 'At most 64 tags at once' }]],
+      [{ keys: ['victim'], pattern: '*' }, [{ path: ['input', 'pattern'], message: expect.stringContaining('confirm: true') }]],
+      [{ keys: ['victim'], pattern: '' }, [{ path: ['input', 'pattern'], message: 'Pattern must not be empty' }]],
+      [{ keys: ['victim'], tags: ['ok', ''] }, [{ path: ['input', 'tags'], message: expect.stringContaining('A tag must be') }]],
+      [{ keys: ['victim', ''] }, [{ path: ['input', 'keys', '1'], message: 'Cache key must not be empty' }]],
+      [
+        { keys: ['victim', 'x'.repeat(1025)], pattern: '*[^]', tags: tags(70) },
+        [
+          { path: ['input', 'keys', '1'], message: expect.stringContaining('at most 1024') },
+          { path: ['input', 'pattern'], message: expect.stringContaining('confirm: true') },
+          { path: ['input', 'tags'], message: 'At most 64 tags at once' },
+        ],
+      ],
+    ]
+    for (const [input, fieldErrors] of cases) {
+      const res = await a.gql(query, { input }, a.token('admin'))
+      expect(res.data.invalidateCache, JSON.stringify(input).slice(0, 80)).toMatchObject({ __typename: 'ValidationError', fieldErrors })
+      expect(await cache.get('victim'), JSON.stringify(input).slice(0, 80)).toBe(1)
+    }
+
+    const res = await a.gql(query, { input: { keys: ['victim'], tags: tags(64) } }, a.token('admin'))
+    expect(res.data.invalidateCache).toEqual({ __typename: 'InvalidateCacheSuccess', result: { deleted: 1, tags: 64 } })
+    expect(await cache.get('victim')).toBeUndefined()
+  })
+
   it('reports stats per level, popular keys, memory and namespaces to an admin', async () => {
     const cache = a.app.services.cache
     for (let i = 0; i < 5; i++) await cache.getMultiLevel('popular', async () => 'p')

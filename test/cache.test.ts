@@ -230,6 +230,36 @@ describe.each(backends)('CacheService on $name', ({ name, create }) => {
     expect(await cache.invalidatePattern('*[^]', { confirm: true })).toBe(2)
   })
 
+  it('invalidates keys, a pattern and tags in one call only when every part is valid', async () => {
+    const cache = create()
+    await Promise.all([cache.set('k', 1), cache.set('p:1', 2), cache.set('t', 3, { tags: ['tag'] })])
+    const tags = Array.from({ length: 65 }, (_, i) => `t${i}`)
+
+    for (const [request, path] of [
+      [{ keys: ['k'], tags }, ['tags']],
+      [{ keys: ['k'], pattern: '*' }, ['pattern']],
+      [{ keys: ['k'], pattern: '[^]*' }, ['pattern']],
+      [{ keys: ['k', ''], pattern: 'p:*' }, ['keys', '1']],
+      [{}, []],
+    ] as const) {
+      const err = await cache.invalidate(request).catch((e: unknown) => e)
+      expect(err, JSON.stringify(request)).toBeInstanceOf(ValidationError)
+      expect((err as ValidationError).fieldErrors.map((e) => e.path), JSON.stringify(request)).toEqual([path])
+    }
+    expect(await cache.getMany(['k', 'p:1', 't'])).toEqual([1, 2, 3])
+
+    expect(await cache.invalidate({ keys: ['k'], pattern: 'p:*', tags: ['tag'] })).toEqual({ deleted: 2, tags: 1 })
+    expect(await cache.getMany(['k', 'p:1', 't'])).toEqual([undefined, undefined, undefined])
+  })
+
+  it('words the tag limit for an entry and for an invalidation, and shares it', async () => {
+    const cache = create()
+    const tags = Array.from({ length: 65 }, (_, i) => `t${i}`)
+    await expect(cache.set('k', 1, { tags })).rejects.toMatchObject({ fieldErrors: [{ path: ['tags'], message: 'At most 64 tags per entry' }] })
+    await expect(cache.invalidateTags(tags)).rejects.toMatchObject({ fieldErrors: [{ path: ['tags'], message: 'At most 64 tags at once' }] })
+    await expect(cache.invalidateTags(tags.slice(0, 64))).resolves.toBe(64)
+  })
+
   it('refuses an empty or over-long pattern', async () => {
     const cache = create()
     await expect(cache.invalidatePattern('')).rejects.toBeInstanceOf(ValidationError)

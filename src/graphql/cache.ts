@@ -1,12 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ValidationError } from '../lib/errors'
+import { MAX_INVALIDATE_KEYS, MAX_TAGS, validateInvalidation } from '../services/cache/cache-input'
 import type { CacheMemory, CacheStats, PopularKey, WarmResult } from '../services/cache/cache-service'
 import type { LatencyStats, LevelStats, NamespaceStats, WarmProgress } from '../services/cache/cache-stats'
 import type { RedisMemory } from '../services/cache/redis-level'
 import { builder } from './builder'
-
-const MAX_KEYS = 1000
-const MAX_TAGS = 100
 
 export const CacheLevelStatsRef = builder.objectRef<LevelStats>('CacheLevelStats').implement({
   description: 'Raw read counters of one cache level on this instance.',
@@ -131,7 +129,7 @@ const CacheStatsRef = builder.objectRef<CacheStats>('CacheStats').implement({
 const InvalidateCacheInput = builder.inputType('InvalidateCacheInput', {
   description: 'What to invalidate: keys, a glob pattern, tags, or any mix.',
   fields: (t) => ({
-    keys: t.stringList({ required: false, description: `Exact keys (at most ${MAX_KEYS}).` }),
+    keys: t.stringList({ required: false, description: `Exact keys (at most ${MAX_INVALIDATE_KEYS}).` }),
     pattern: t.string({ required: false, description: 'A Redis glob such as "user:*". Runs SCAN + UNLINK in batches; cost grows with the keyspace, not the matches.' }),
     confirm: t.boolean({ required: false, description: 'Required for a pattern with no literal character, only *, ? and [classes] (such as "*" or "*[^]"), which can match every key.' }),
     tags: t.stringList({ required: false, description: `Tags whose entries all become invalid at once, in O(1) per tag (at most ${MAX_TAGS}).` }),
@@ -177,21 +175,14 @@ builder.queryField('cacheStats', (t) =>
 builder.mutationField('invalidateCache', (t) =>
   t.field({
     type: InvalidateCacheSuccess,
-    description: 'Deletes cache entries by key or pattern, and invalidates tags, on every instance (admin).',
+    description: 'Deletes cache entries by key or pattern, and invalidates tags, on every instance (admin). Nothing is deleted when any part of the input is invalid.',
     authScopes: { admin: true },
     errors: { types: [ValidationError], dataField: { name: 'result' } },
     args: { input: t.arg({ type: InvalidateCacheInput, required: true, description: 'What to delete.' }) },
     resolve: async (_root, { input }, ctx) => {
-      const keys = input.keys ?? []
-      const tags = input.tags ?? []
-      if (keys.length === 0 && !input.pattern && tags.length === 0) throw ValidationError.field(['input'], 'Give keys, a pattern or tags')
-      if (keys.length > MAX_KEYS) throw ValidationError.field(['input', 'keys'], `At most ${MAX_KEYS} keys at once`)
-      if (tags.length > MAX_TAGS) throw ValidationError.field(['input', 'tags'], `At most ${MAX_TAGS} tags at once`)
-      const { cache } = ctx.services
-      let deleted = keys.length > 0 ? await cache.del(keys) : 0
-      if (input.pattern != null) deleted += await cache.invalidatePattern(input.pattern, { confirm: input.confirm ?? false })
-      const invalidatedTags = tags.length > 0 ? await cache.invalidateTags(tags) : 0
-      return { deleted, tags: invalidatedTags }
+      // Here for the paths under `input`; the service checks the same again, before it deletes anything.
+      validateInvalidation(input, ['input'])
+      return ctx.services.cache.invalidate(input)
     },
   }),
 )

@@ -1,10 +1,13 @@
-import { ValidationError } from '../../lib/errors'
+import { type FieldError, ValidationError } from '../../lib/errors'
 import { globHasLiteral } from './glob'
 
 export const MAX_KEY_LENGTH = 1024
 export const MAX_PATTERN_LENGTH = 512
 const MAX_TAG_LENGTH = 256
-const MAX_TAGS = 64
+/** Tags on one entry, and tags in one invalidation. */
+export const MAX_TAGS = 64
+/** Keys in one invalidation (`invalidate`, the invalidateCache mutation). */
+export const MAX_INVALIDATE_KEYS = 1000
 const CONTROL_CHARS = /\p{Cc}/u
 const NAMESPACE = /^[A-Za-z0-9_.-]{1,64}$/
 
@@ -16,37 +19,81 @@ export interface InvalidateOptions {
   confirm?: boolean
 }
 
-export function validateKey(key: string): void {
-  if (typeof key !== 'string' || key.length === 0) throw ValidationError.field('key', 'Cache key must not be empty')
+/** Where a field error points: `['key']` for a service argument, `['input', 'keys', '3']` for a GraphQL one. */
+type FieldPath = readonly string[]
+
+export function validateKey(key: string, path: FieldPath = ['key']): void {
+  if (typeof key !== 'string' || key.length === 0) throw ValidationError.field([...path], 'Cache key must not be empty')
   if (key.length > MAX_KEY_LENGTH) {
-    throw ValidationError.field('key', `Cache key must be at most ${MAX_KEY_LENGTH} characters`)
+    throw ValidationError.field([...path], `Cache key must be at most ${MAX_KEY_LENGTH} characters`)
   }
-  if (CONTROL_CHARS.test(key)) throw ValidationError.field('key', 'Cache key must not contain control characters')
+  if (CONTROL_CHARS.test(key)) throw ValidationError.field([...path], 'Cache key must not contain control characters')
 }
 
-export function validatePattern(pattern: string, options: InvalidateOptions): void {
+export function validatePattern(pattern: string, options: InvalidateOptions, path: FieldPath = ['pattern']): void {
   if (typeof pattern !== 'string' || pattern.length === 0) {
-    throw ValidationError.field('pattern', 'Pattern must not be empty')
+    throw ValidationError.field([...path], 'Pattern must not be empty')
   }
   if (pattern.length > MAX_PATTERN_LENGTH) {
-    throw ValidationError.field('pattern', `Pattern must be at most ${MAX_PATTERN_LENGTH} characters`)
+    throw ValidationError.field([...path], `Pattern must be at most ${MAX_PATTERN_LENGTH} characters`)
   }
   if (CONTROL_CHARS.test(pattern)) {
-    throw ValidationError.field('pattern', 'Pattern must not contain control characters')
+    throw ValidationError.field([...path], 'Pattern must not contain control characters')
   }
   if (options.confirm !== true && !globHasLiteral(pattern)) {
-    throw ValidationError.field('pattern', 'A pattern with no literal character (only *, ? and [classes]) can clear the whole cache; pass { confirm: true }')
+    throw ValidationError.field([...path], 'A pattern with no literal character (only *, ? and [classes]) can clear the whole cache; pass { confirm: true }')
   }
 }
 
-export function validateTags(tags: readonly string[]): void {
-  if (!Array.isArray(tags)) throw ValidationError.field('tags', 'Tags must be a list')
-  if (tags.length > MAX_TAGS) throw ValidationError.field('tags', `At most ${MAX_TAGS} tags per entry`)
+/** `use` words the limit: the tags of one entry (set, getMultiLevel) or of one invalidation. */
+export function validateTags(tags: readonly string[], use: 'entry' | 'invalidation' = 'entry', path: FieldPath = ['tags']): void {
+  if (!Array.isArray(tags)) throw ValidationError.field([...path], 'Tags must be a list')
+  if (tags.length > MAX_TAGS) {
+    throw ValidationError.field([...path], use === 'entry' ? `At most ${MAX_TAGS} tags per entry` : `At most ${MAX_TAGS} tags at once`)
+  }
   for (const tag of tags) {
     if (typeof tag !== 'string' || tag.length === 0 || tag.length > MAX_TAG_LENGTH || CONTROL_CHARS.test(tag)) {
-      throw ValidationError.field('tags', `A tag must be 1-${MAX_TAG_LENGTH} characters without control characters`)
+      throw ValidationError.field([...path], `A tag must be 1-${MAX_TAG_LENGTH} characters without control characters`)
     }
   }
+}
+
+/** One invalidation of keys, a pattern and tags together (see `CacheService.invalidate`). */
+export interface InvalidateRequest {
+  keys?: readonly string[] | null
+  pattern?: string | null
+  /** As `InvalidateOptions.confirm`, for the pattern. */
+  confirm?: boolean | null
+  tags?: readonly string[] | null
+}
+
+/**
+ * Every check of an invalidation, made before any part of it runs, so an invalid part leaves the
+ * cache untouched. Reports one error per invalid field (keys, pattern, tags), each with its path
+ * under `at` (`['input']` for the GraphQL argument).
+ */
+export function validateInvalidation(request: InvalidateRequest, at: FieldPath = []): void {
+  const { pattern } = request
+  const keys = request.keys ?? []
+  const tags = request.tags ?? []
+  if (keys.length === 0 && pattern == null && tags.length === 0) throw ValidationError.field([...at], 'Give keys, a pattern or tags')
+  const errors: FieldError[] = []
+  const check = (validate: () => void): void => {
+    try {
+      validate()
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err
+      errors.push(...err.fieldErrors)
+    }
+  }
+  check(() => {
+    if (!Array.isArray(keys)) throw ValidationError.field([...at, 'keys'], 'Keys must be a list')
+    if (keys.length > MAX_INVALIDATE_KEYS) throw ValidationError.field([...at, 'keys'], `At most ${MAX_INVALIDATE_KEYS} keys at once`)
+    keys.forEach((key, i) => validateKey(key, [...at, 'keys', String(i)]))
+  })
+  if (pattern != null) check(() => validatePattern(pattern, { confirm: request.confirm === true }, [...at, 'pattern']))
+  check(() => validateTags(tags, 'invalidation', [...at, 'tags']))
+  if (errors.length > 0) throw new ValidationError(errors.map((e) => e.message).join('; '), errors)
 }
 
 export function validateNamespace(name: string): void {

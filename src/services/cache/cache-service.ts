@@ -1,6 +1,6 @@
 import { ValidationError } from '../../lib/errors'
 import { CacheCore, type EntryOrigin, type LoadSpec, type WriteSpec } from './cache-core'
-import { toGraceMs, toTtlMs, validateKey, validateNamespace, validatePattern, validateTags, type InvalidateOptions } from './cache-input'
+import { toGraceMs, toTtlMs, validateInvalidation, validateKey, validateNamespace, validatePattern, validateTags, type InvalidateOptions, type InvalidateRequest } from './cache-input'
 import { latencyStats, readFigures, type CacheStats, type NamespaceTally, type WarmProgress } from './cache-stats'
 import { WarmingRegistry, type CacheWarmer, type WarmEntry, type WarmResult } from './cache-warmer'
 import { escapeGlob } from './glob'
@@ -196,10 +196,25 @@ export class CacheService {
 
   /** O(1) per tag: bumps its version, so every entry written under the old one is dead everywhere. */
   async invalidateTags(tags: readonly string[]): Promise<number> {
-    validateTags(tags)
+    validateTags(tags, 'invalidation')
     if (tags.length === 0) throw ValidationError.field('tags', 'Give at least one tag')
     await this.core.invalidateTags(tags)
     return tags.length
+  }
+
+  /**
+   * Keys, a pattern and tags in one call (the invalidateCache mutation). Every part is validated
+   * before any runs, so an invalid one (a pattern without confirm, too many tags) deletes nothing.
+   * Once valid, the parts run in order (keys, pattern, tags); if Redis fails part-way the error is
+   * thrown and the parts before it stay applied, which a retry of the whole call repeats harmlessly.
+   */
+  async invalidate(request: InvalidateRequest): Promise<{ deleted: number; tags: number }> {
+    validateInvalidation(request)
+    const keys = request.keys ?? []
+    const tags = request.tags ?? []
+    let deleted = keys.length > 0 ? await this.del(keys) : 0
+    if (request.pattern != null) deleted += await this.invalidatePattern(request.pattern, { confirm: request.confirm === true })
+    return { deleted, tags: tags.length > 0 ? await this.invalidateTags(tags) : 0 }
   }
 
   /** Single flight per process: concurrent callers share one loader call. */
