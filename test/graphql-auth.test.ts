@@ -43,6 +43,12 @@ describe('GraphQL authentication and roles', () => {
     expect(res.errors?.[0]?.message).toMatch(/expired/)
   })
 
+  it('gives UNAUTHENTICATED for a well-signed token that never expires (no exp)', async () => {
+    const forever = createSigner({ key: TEST_JWT_SECRET, noTimestamp: true })({ sub: 'ops', roles: ['admin'] })
+    const res = await t.gql('{ viewer { id } }', {}, forever)
+    expect(res.errors?.[0]).toMatchObject({ extensions: { code: 'UNAUTHENTICATED' }, message: expect.stringMatching(/no expiry/) })
+  })
+
   it('gives UNAUTHENTICATED for a token signed with another secret', async () => {
     const forged = createSigner({ key: 'another-secret-another-secret-another-1' })({ sub: 'eve', roles: ['admin'] })
     const res = await t.gql('{ cacheStats { hits } }', {}, forged)
@@ -115,7 +121,7 @@ describe('RS256 tokens from an identity provider', () => {
   afterAll(() => t.close())
 
   it('accepts a token signed with the private key and the right issuer', async () => {
-    const token = createSigner({ key: privateKey, algorithm: 'RS256', iss: 'https://id.example.com' })({ sub: 'idp-user', roles: ['user'] })
+    const token = createSigner({ key: privateKey, algorithm: 'RS256', iss: 'https://id.example.com', expiresIn: 60_000 })({ sub: 'idp-user', roles: ['user'] })
     expect((await t.gql('{ viewer { id } }', {}, token)).data).toEqual({ viewer: { id: 'idp-user' } })
   })
 

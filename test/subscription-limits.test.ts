@@ -175,6 +175,20 @@ describe('subscriptions per WebSocket connection', () => {
     }
   })
 
+  it('closes a connection with 4401 when its token expires, running subscriptions and all', async () => {
+    const c = await connect(url, t.token('admin', 'adm', { expiresInSeconds: 2 }))
+    c.subscribe('ticks', 'subscription { cacheStats(intervalMs: 250) { hits } }')
+    await c.next((m) => m.type === 'next' && m.id === 'ticks')
+    expect(await c.closed).toEqual({ code: 4401, reason: 'The token has expired: connect again with a new one' })
+  })
+
+  it('refuses a subscribe on a connection whose token has expired since it connected', async () => {
+    const c = await connect(url, t.token('admin', 'adm', { expiresInSeconds: 1 }))
+    await new Promise((resolve) => setTimeout(resolve, 1_200))
+    c.subscribe('late', STATS)
+    expect(await c.closed).toMatchObject({ code: 4401 })
+  })
+
   it('closes the connection with 4409 when a second subscription takes a running one’s id', async () => {
     const c = await connect(url, t.token('admin'))
     c.subscribe('same', STATS)

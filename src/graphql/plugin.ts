@@ -71,7 +71,11 @@ export const graphqlPlugin = fp(
     refuseOutOfPlace(app)
     refuseUnstorableText(app)
     validateSubscriptions(app, validationRules)
-    limitSubscriptions(app, { maxPerConnection: gql.maxSubscriptionsPerConnection, formatError: (err) => subscriptionStartError(app, err) })
+    limitSubscriptions(app, {
+      maxPerConnection: gql.maxSubscriptionsPerConnection,
+      formatError: (err) => subscriptionStartError(app, err),
+      expiresAt: (context) => (context.viewer as Viewer | null | undefined)?.expiresAt,
+    })
     observeOperations(app)
   },
   { name: 'graphql', dependencies: ['services', 'events'] },

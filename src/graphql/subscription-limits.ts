@@ -17,6 +17,8 @@
  *   (and, when `subscribe` refused it, the refusal) from before its hooks run, and only a `complete`
  *   or the socket closing removed them; a client is sent nothing to complete after an error, so
  *   every refused start (a scope check, a bad argument, a hook) stayed until the socket closed.
+ * - **Nothing outlives its credentials**: a connection whose token has expired is closed with 4401
+ *   (at expiry, or at its next `subscribe`); mercurius checked the token once, at connect.
  * - **An error that ends a start goes through the app's error formatter**, as every other error does:
  *   mercurius sent it as thrown, so an internal failure in a `subscribe` resolver (a database error,
  *   with its SQL) reached the client.
@@ -41,7 +43,15 @@ export interface SubscriptionLimits {
   maxPerConnection: number
   /** What the client is sent for an error that ended a start: mercurius sends it as it was thrown, internals included. */
   formatError: (err: unknown) => Error
+  /** When the connection's credentials expire (epoch ms), read from its context; undefined: never. */
+  expiresAt?: (context: Record<string, unknown>) => number | undefined
 }
+
+/** The graphql-transport-ws close code for a connection whose credentials are no longer valid. */
+export const UNAUTHORIZED = 4401
+const EXPIRED = 'The token has expired: connect again with a new one'
+/** setTimeout's longest delay; a later expiry re-arms the timer. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** The graphql-transport-ws close code for a second operation with a running one's id. */
 export const SUBSCRIBER_EXISTS = 4409
@@ -53,7 +63,9 @@ interface StartMessage {
 /** What mercurius's SubscriptionConnection has that is used here. */
 interface Connection {
   fastify: FastifyInstance & { [kLimits]?: SubscriptionLimits }
-  socket: { close(code: number, reason: string): void }
+  socket: { close(code: number, reason: string): void; once(event: 'close', listener: () => void): void }
+  /** The connection's context, with what onConnect returned. */
+  context: Record<string, unknown>
   subscriptionContexts: Map<unknown, { close?: () => void }>
   subscriptionIters: Map<unknown, { return?: () => unknown }>
   handleGQLStart(data: StartMessage): Promise<void>
@@ -99,12 +111,13 @@ class RunMap<V> extends Map<unknown, V> {
   }
 }
 
-function stateOf(connection: Connection): ConnectionState {
+function stateOf(connection: Connection, expiresAt: number | undefined): ConnectionState {
   let state = states.get(connection)
   if (!state) {
     const created: ConnectionState = { byId: new Map(), runs: new Set() }
     state = created
     states.set(connection, state)
+    if (expiresAt !== undefined) closeAt(connection, expiresAt)
     connection.subscriptionContexts = RunMap.replacing(connection.subscriptionContexts, (context) => context.close?.())
     // A completed run's iterator, returned as soon as it exists: the run holds nothing more and stops counting.
     connection.subscriptionIters = RunMap.replacing(connection.subscriptionIters, (iterator, run) => {
@@ -113,6 +126,19 @@ function stateOf(connection: Connection): ConnectionState {
     })
   }
   return state
+}
+
+/** Closes the connection when its credentials expire: what it runs was authorised by them. */
+function closeAt(connection: Connection, at: number): void {
+  let timer: NodeJS.Timeout | undefined
+  const arm = (): void => {
+    const wait = at - Date.now()
+    if (wait <= 0) return connection.socket.close(UNAUTHORIZED, EXPIRED)
+    timer = setTimeout(arm, Math.min(wait, MAX_TIMER_MS))
+    timer.unref()
+  }
+  arm()
+  connection.socket.once('close', () => clearTimeout(timer))
 }
 
 let wrapped = false
@@ -127,7 +153,12 @@ function wrapConnections(): void {
   prototype.handleGQLStart = async function (this: Connection, data: StartMessage) {
     const limits = this.fastify[kLimits]
     if (limits === undefined) return start.call(this, data)
-    const state = stateOf(this)
+    const expiresAt = limits.expiresAt?.(this.context)
+    if (expiresAt !== undefined && expiresAt <= Date.now()) {
+      this.socket.close(UNAUTHORIZED, EXPIRED)
+      return
+    }
+    const state = stateOf(this, expiresAt)
     const { id } = data
     if (state.byId.has(id)) {
       this.socket.close(SUBSCRIBER_EXISTS, `Subscriber for ${String(id).slice(0, 64)} already exists`)

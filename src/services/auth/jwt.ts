@@ -10,6 +10,8 @@ export interface Viewer {
   email?: string
   name?: string
   roles: Role[]
+  /** When the token stops being valid (epoch ms): a WebSocket connection authenticated with it ends then. */
+  expiresAt?: number
 }
 
 export interface JwtOptions {
@@ -35,6 +37,8 @@ export function createTokenVerifier(options: JwtOptions): TokenVerifier {
     allowedIss: options.issuer,
     allowedAud: options.audience,
     clockTolerance: 5_000,
+    // A token that never expires would be a credential for good: one without `exp` is refused.
+    requiredClaims: ['exp'],
     // A bounded cache of verified tokens: verification is the hot path of every request.
     cache: 1000,
   })
@@ -45,6 +49,7 @@ export function createTokenVerifier(options: JwtOptions): TokenVerifier {
         claims = verifier(token) as Record<string, unknown>
       } catch (err) {
         if (err instanceof TokenError && err.code === TokenError.codes.expired) throw new UnauthenticatedError('The token has expired')
+        if (err instanceof TokenError && err.code === TokenError.codes.missingRequiredClaim) throw new UnauthenticatedError('The token has no expiry (exp)')
         throw new UnauthenticatedError('The token is invalid')
       }
       return viewerFromClaims(claims)
@@ -53,7 +58,7 @@ export function createTokenVerifier(options: JwtOptions): TokenVerifier {
 }
 
 function viewerFromClaims(claims: Record<string, unknown>): Viewer {
-  const { sub, email, name, roles } = claims
+  const { sub, email, name, roles, exp } = claims
   if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) throw new UnauthenticatedError('The token has no valid subject')
   const list = Array.isArray(roles) ? roles : typeof roles === 'string' ? [roles] : ['user']
   if (!list.every((r): r is Role => (ROLES as readonly unknown[]).includes(r))) throw new UnauthenticatedError('The token has an unknown role')
@@ -62,6 +67,7 @@ function viewerFromClaims(claims: Record<string, unknown>): Viewer {
     email: typeof email === 'string' ? email : undefined,
     name: typeof name === 'string' ? name : undefined,
     roles: list.length > 0 ? list : ['user'],
+    expiresAt: typeof exp === 'number' ? exp * 1000 : undefined,
   }
 }
 
