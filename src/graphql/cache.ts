@@ -1,10 +1,10 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { ValidationError } from '../lib/errors'
 import { MAX_INVALIDATE_KEYS, MAX_TAGS, validateInvalidation } from '../services/cache/cache-input'
 import type { CacheMemory, CacheStats, PopularKey, WarmResult } from '../services/cache/cache-service'
 import type { LatencyStats, LevelStats, NamespaceStats, WarmProgress } from '../services/cache/cache-stats'
 import type { RedisMemory } from '../services/cache/redis-level'
 import { builder } from './builder'
+import { ticker } from './ticker'
 
 export const CacheLevelStatsRef = builder.objectRef<LevelStats>('CacheLevelStats').implement({
   description: 'Raw read counters of one cache level on this instance.',
@@ -207,12 +207,7 @@ builder.subscriptionField('cacheStats', (t) =>
     subscribe: (_root, args, ctx) => {
       const interval = args.intervalMs ?? 1000
       if (interval < 250 || interval > 60_000) throw ValidationError.field(['intervalMs'], 'intervalMs must be between 250 and 60000')
-      return (async function* () {
-        for (;;) {
-          yield ctx.services.cache.stats()
-          await sleep(interval)
-        }
-      })()
+      return ticker(interval, () => ctx.services.cache.stats())
     },
     resolve: (stats: CacheStats) => stats,
   }),
