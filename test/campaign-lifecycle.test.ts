@@ -56,6 +56,29 @@ describe('createCampaign', () => {
     expect(unknown).toMatchObject({ __typename: 'ValidationError', message: expect.stringContaining('Unknown audience') })
     expect(expectData(await create({ from: 'not an address' })).createCampaign.__typename).toBe('ValidationError')
   })
+
+  it('refuses a version published while the template was transactional, though the template is marketing now', async () => {
+    const audienceId = await audienceWith(['b@example.com'])
+    const id = expectData(
+      await t.gql<{ createEmailTemplate: { emailTemplate: { id: string } } }>(
+        'mutation { createEmailTemplate(input: { name: "Was code", kind: TRANSACTIONAL, subject: "Hi", html: "<p>Buy now, no way out</p>" }) { ... on EmailTemplateSuccess { emailTemplate { id } } } }',
+        {},
+        admin,
+      ),
+    ).createEmailTemplate.emailTemplate.id
+    const publish = () => t.gql('mutation($id: ID!) { publishEmailTemplate(id: $id) { __typename } }', { id }, admin)
+    await publish()
+    await t.gql(`mutation($id: ID!) { updateEmailTemplate(id: $id, input: { kind: MARKETING, html: "<a href='{{unsubscribeUrl}}'>u</a>" }) { __typename } }`, { id }, admin)
+    await publish()
+    const create = (templateVersion: number) =>
+      t.gql<{ createCampaign: { __typename: string; message?: string } }>(
+        'mutation($input: CreateCampaignInput!) { createCampaign(input: $input) { __typename ... on Error { message } } }',
+        { input: { name: 'x', audienceIds: [audienceId], templateId: id, templateVersion } },
+        admin,
+      )
+    expect(expectData(await create(1)).createCampaign).toMatchObject({ __typename: 'ValidationError', message: expect.stringContaining('published as a transactional template') })
+    expect(expectData(await create(2)).createCampaign.__typename).toBe('CampaignSuccess')
+  })
 })
 
 describe('sendCampaign', () => {

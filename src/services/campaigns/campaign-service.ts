@@ -97,6 +97,8 @@ export class CampaignService {
       .from(emailTemplateVersions)
       .where(and(eq(emailTemplateVersions.templateId, templateId), eq(emailTemplateVersions.version, wanted)))
     if (!row) throw ValidationError.field(['input', 'templateVersion'], `The template has no version ${wanted}`)
+    // The version's own kind: one published while the template was transactional was checked without the unsubscribe link.
+    if (row.kind !== 'marketing') throw ValidationError.field(['input', 'templateVersion'], `Version ${wanted} was published as a transactional template, without the unsubscribe link: a campaign needs a marketing version`)
     return row
   }
 
