@@ -304,22 +304,27 @@ describe("chunked uploads to another user's file against a quota", () => {
   })
   afterAll(() => t.close())
 
-  it("counts an admin's session on a user's file against the owner's quota, at start and at complete", async () => {
+  it("reserves an admin's session on a user's file in the owner's quota, not the admin's", async () => {
     const ownerToken = t.token('user', 'cho')
     const owner = api(t, ownerToken)
     const admin = chunkedUploadClient(t, t.token('admin', 'cad'))
     const id = (await owner.upload(pdf(2 * MiB))).file!.id
     // Refused at start: the owner has 1 MiB left.
     expect(await admin.start({ filename: 'v.pdf', size: 2 * MiB, mimeType: 'application/pdf', fileId: id })).toMatchObject({ __typename: 'QuotaExceededError', usedBytes: 2 * MiB })
-    // Half a MiB fits when the session starts; the owner then fills the space, and complete refuses.
+    // Half a MiB fits when the session starts, and is the owner's from then on: the owner cannot take it
+    // (2 + 0.5 + 0.8 MiB is past 3), the admin's own space is untouched, and the complete goes through.
     const content = pdf(MiB / 2)
     const started = await admin.start({ filename: 'v.pdf', size: content.length, mimeType: 'application/pdf', fileId: id })
     expect(started.__typename).toBe('StartUploadSuccess')
-    expect((await owner.upload(pdf(0.8 * MiB))).__typename).toBe('UploadFileSuccess')
+    const usage = async (token: string) => (await t.gql<{ fileUsage: { usedBytes: number; limitBytes: number } }>(USAGE, {}, token)).data.fileUsage
+    expect((await usage(ownerToken)).usedBytes).toBe(2 * MiB + content.length)
+    expect((await usage(t.token('admin', 'cad'))).usedBytes).toBe(0)
+    expect(await owner.upload(pdf(0.8 * MiB))).toMatchObject({ __typename: 'QuotaExceededError' })
     expect((await admin.part(started.session!.id, 1, content)).data?.uploadChunk.__typename).toBe('UploadChunkSuccess')
-    expect(await admin.complete(started.session!.id)).toMatchObject({ __typename: 'QuotaExceededError' })
-    const usage = await t.gql<{ fileUsage: { usedBytes: number; limitBytes: number } }>(USAGE, {}, ownerToken)
-    expect(usage.data.fileUsage.usedBytes).toBeLessThanOrEqual(usage.data.fileUsage.limitBytes)
-    expect((await owner.file(id))!.versions.map((v) => v.number)).toEqual([1])
+    expect(await admin.complete(started.session!.id)).toMatchObject({ __typename: 'CompleteUploadSuccess' })
+    const after = await usage(ownerToken)
+    expect(after.usedBytes).toBe(2 * MiB + content.length)
+    expect(after.usedBytes).toBeLessThanOrEqual(after.limitBytes)
+    expect((await owner.file(id))!.versions.map((v) => v.number).sort()).toEqual([1, 2])
   })
 })

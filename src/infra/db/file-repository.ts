@@ -98,14 +98,20 @@ export class FileRepository {
       .limit(options.limit)
   }
 
-  /** Bytes the owner stores or has reserved: every version that is not failed, plus open upload sessions. */
+  /**
+   * Bytes the owner stores or has reserved: every version that is not failed, plus open upload
+   * sessions for their files, whoever opened them (an admin's upload to a user's file reserves the
+   * user's space, as its version will use it), and the sessions for new files they opened.
+   */
   async usage(ownerId: string, excludeSessionId?: string, tx: Database | Tx = this.db): Promise<number> {
     const result = await tx.execute(sql`
       select
         coalesce((select sum(v.size) from ${fileVersions} v join ${files} f on f.id = v.file_id
                   where f.owner_id = ${ownerId} and v.status <> 'failed'), 0)::bigint
       + coalesce((select sum(s.size) from ${uploadSessions} s
-                  where s.owner_id = ${ownerId} and s.status in ('uploading', 'completing') and s.expires_at > now()
+                  where s.status in ('uploading', 'completing') and s.expires_at > now()
+                    and ((s.target_file_id is null and s.owner_id = ${ownerId})
+                         or s.target_file_id in (select f.id from ${files} f where f.owner_id = ${ownerId}))
                   ${excludeSessionId ? sql`and s.id <> ${excludeSessionId}` : sql``}), 0)::bigint as used`)
     return Number((result.rows[0] as { used: string | number }).used)
   }
