@@ -182,8 +182,9 @@ describe.each(backends)('CacheService on $name', ({ name, create }) => {
 
     expect(await cache.invalidatePattern('a[12]')).toBe(2)
     expect(await cache.invalidatePattern('a\\*')).toBe(1)
-    expect(await cache.invalidatePattern('?b')).toBe(1)
-    // No literal character: a class and `?` alone need confirm, however few keys they happen to match.
+    // Not starting with a literal: a `?` or class first needs confirm, however few keys it happens to match.
+    await expect(cache.invalidatePattern('?b')).rejects.toBeInstanceOf(ValidationError)
+    expect(await cache.invalidatePattern('?b', { confirm: true })).toBe(1)
     await expect(cache.invalidatePattern('[^b]?')).rejects.toBeInstanceOf(ValidationError)
     expect(await cache.invalidatePattern('[^b]?', { confirm: true })).toBe(1)
     expect(await cache.has('b1')).toBe(true)
@@ -213,11 +214,11 @@ describe.each(backends)('CacheService on $name', ({ name, create }) => {
     expect(await neighbour.get('a')).toBe(3)
   })
 
-  it('refuses, unless confirmed, every pattern with no literal character: classes and ? cannot slip past the check', async () => {
+  it('refuses, unless confirmed, every pattern that does not start with a literal: classes, ? and *:* cannot slip past the check', async () => {
     const cache = create()
     await Promise.all([cache.set('a:1', 1), cache.set('b:2', 2), cache.set('*', 3)])
 
-    for (const pattern of ['*[^]', '[^]*', '?*', '*?', '[a-z]*', '[a]*', '[*]', '*[', '[^:]*[^]']) {
+    for (const pattern of ['*[^]', '[^]*', '?*', '*?', '[a-z]*', '[a]*', '[*]', '*[', '[^:]*[^]', '*:*', '*[^]*:*', '?:*']) {
       const err = await cache.invalidatePattern(pattern).catch((e: unknown) => e)
       expect(err, pattern).toBeInstanceOf(ValidationError)
       expect((err as ValidationError).fieldErrors, pattern).toEqual([{ path: ['pattern'], message: expect.stringContaining('confirm: true') }])

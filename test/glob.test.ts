@@ -5,7 +5,7 @@
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { closeRedis, createRedis, whenReady } from '../src/infra/redis'
-import { escapeGlob, globHasLiteral, globMatcher } from '../src/services/cache/glob'
+import { escapeGlob, globMatcher, globStartsWithLiteral } from '../src/services/cache/glob'
 import { TEST_REDIS_URL, uniqueRedisPrefix } from './helpers/services'
 
 const prefix = uniqueRedisPrefix()
@@ -62,28 +62,30 @@ describe('globMatcher', () => {
   })
 })
 
-describe('globHasLiteral', () => {
-  it('finds no literal in a pattern made only of stars, ? and classes, however it is spelled', () => {
-    for (const pattern of ['*', '??', '*[^]', '[^]*', '?*', '*?', '[^]', '[a-z]*', '[a]', '[*]', '[\\a]*', '*[', '[abc', '[]', '[^a-]*', '**?[?]']) {
-      expect(globHasLiteral(pattern), pattern).toBe(false)
+describe('globStartsWithLiteral', () => {
+  it('is false for a pattern that starts with a star, ? or a class, however it is spelled', () => {
+    for (const pattern of ['*', '??', '*[^]', '[^]*', '?*', '*?', '[^]', '[a-z]*', '[a]', '[*]', '[\\a]*', '*[', '[abc', '[]', '[^a-]*', '**?[?]', '*:*', '*[^]*:*', '*\\*', '*é*', '[a]b', '*]', '?user:*', '']) {
+      expect(globStartsWithLiteral(pattern), pattern).toBe(false)
     }
   })
 
-  it('counts plain and escaped characters outside classes, a trailing backslash included', () => {
-    for (const pattern of ['a*', 'user:*', '\\*', '*\\*', '\\?', '\\[*', 'a\\', '*é*', '[a]b', '*]']) {
-      expect(globHasLiteral(pattern), pattern).toBe(true)
+  it('is true for a plain or escaped first character, a trailing backslash included', () => {
+    for (const pattern of ['a*', 'user:*', '\\*', '\\?', '\\[*', 'a\\', 'é*', ']*', 'files:list:*']) {
+      expect(globStartsWithLiteral(pattern), pattern).toBe(true)
     }
   })
 
-  it('is never true of a pattern that matches a key without that literal, on 400 random patterns', () => {
-    // Soundness: a pattern with a literal byte cannot match a key that lacks every byte the pattern spells.
+  it('is never true of a pattern that matches a key not starting with its first byte, on 400 random patterns', () => {
+    // Soundness: a pattern that starts with a literal only matches keys that start with it.
     let state = 0x2545f491
     const random = () => ((state ^= state << 13), (state ^= state >>> 17), (state ^= state << 5), (state >>> 0) / 2 ** 32)
-    const alphabet = ['a', 'é', '*', '?', '[', ']', '^', '-', '\\']
-    const keys = Array.from({ length: 12 }, (_, n) => 'q'.repeat(n))
+    const alphabet = ['a', 'é', 'q', ':', '*', '?', '[', ']', '^', '-', '\\']
+    const keys = Array.from({ length: 12 }, (_, n) => 'q:a'.repeat(n).slice(1))
     for (let n = 0; n < 400; n++) {
       const pattern = Array.from({ length: 1 + Math.floor(random() * 7) }, () => alphabet[Math.floor(random() * alphabet.length)]).join('')
-      if (globHasLiteral(pattern)) expect(keys.filter(globMatcher(pattern)), pattern).toEqual([])
+      if (!globStartsWithLiteral(pattern)) continue
+      const first = pattern.startsWith('\\') ? (pattern[1] ?? '\\') : pattern[0]!
+      expect(keys.filter(globMatcher(pattern)).filter((k) => !k.startsWith(first)), pattern).toEqual([])
     }
   })
 })

@@ -131,7 +131,7 @@ const InvalidateCacheInput = builder.inputType('InvalidateCacheInput', {
   fields: (t) => ({
     keys: t.stringList({ required: false, description: `Exact keys (at most ${MAX_INVALIDATE_KEYS}).` }),
     pattern: t.string({ required: false, description: 'A Redis glob such as "user:*". Runs SCAN + UNLINK in batches; cost grows with the keyspace, not the matches.' }),
-    confirm: t.boolean({ required: false, description: 'Required for a pattern with no literal character, only *, ? and [classes] (such as "*" or "*[^]"), which can match every key.' }),
+    confirm: t.boolean({ required: false, description: 'Required for a pattern that does not start with a literal character (such as "*", "*:*" or "[a-z]*"), which can match every key.' }),
     tags: t.stringList({ required: false, description: `Tags whose entries all become invalid at once, in O(1) per tag (at most ${MAX_TAGS}).` }),
   }),
 })

@@ -1,5 +1,5 @@
 import { type FieldError, ValidationError } from '../../lib/errors'
-import { globHasLiteral } from './glob'
+import { globStartsWithLiteral } from './glob'
 
 export const MAX_KEY_LENGTH = 1024
 export const MAX_PATTERN_LENGTH = 512
@@ -13,8 +13,8 @@ const NAMESPACE = /^[A-Za-z0-9_.-]{1,64}$/
 
 export interface InvalidateOptions {
   /**
-   * Required for a pattern with no literal character (`*`, `?*`, `*[^]`, `[a-z]*`: only `*`, `?` and
-   * classes), which can clear the whole cache (or namespace). See `globHasLiteral`.
+   * Required for a pattern that does not start with a literal character (`*`, `*:*`, `?*`, `*[^]`,
+   * `[a-z]*`), which can clear the whole cache (or namespace). See `globStartsWithLiteral`.
    */
   confirm?: boolean
 }
@@ -40,8 +40,8 @@ export function validatePattern(pattern: string, options: InvalidateOptions, pat
   if (CONTROL_CHARS.test(pattern)) {
     throw ValidationError.field([...path], 'Pattern must not contain control characters')
   }
-  if (options.confirm !== true && !globHasLiteral(pattern)) {
-    throw ValidationError.field([...path], 'A pattern with no literal character (only *, ? and [classes]) can clear the whole cache; pass { confirm: true }')
+  if (options.confirm !== true && !globStartsWithLiteral(pattern)) {
+    throw ValidationError.field([...path], 'A pattern that does not start with a literal character (it starts with *, ? or a [class]) can clear the whole cache; pass { confirm: true }')
   }
 }
 

@@ -35,14 +35,16 @@ export function globMatcher(glob: string): (key: string) => boolean {
 }
 
 /**
- * Whether the glob, read as `globMatcher` and Redis read it, holds a literal byte: a character outside
- * a class that is neither `*` nor `?`, or any character after a `\` (a trailing `\` is itself a literal).
- * A glob without one (`*`, `?*`, `*[^]`, `[a-z]*`) can match every key; a glob with one only matches
- * keys that contain that byte. Classes never count, however narrow (`[a]` included): telling a narrow
- * class from one that takes every byte (`[^]`, `[!-~]` for ASCII keys) is not worth the risk.
+ * Whether the glob, read as `globMatcher` and Redis read it, starts with a literal byte: a character
+ * outside a class that is neither `*` nor `?`, or any character after a `\` (a trailing `\` is itself
+ * a literal). Only such a glob is bound to a part of the key space (`user:*` to keys that start with
+ * `u`); any other can match every key: `*`, `*[^]`, `[a-z]*`, and `*:*` too, since every namespaced
+ * key holds a `:`. Classes never count, however narrow (`[a]` included): telling a narrow class from
+ * one that takes every byte (`[^]`, `[!-~]` for ASCII keys) is not worth the risk.
  */
-export function globHasLiteral(glob: string): boolean {
-  return compile(bytes(glob)).some((token) => !token.star && token.literal)
+export function globStartsWithLiteral(glob: string): boolean {
+  const first = compile(bytes(glob))[0]
+  return first !== undefined && !first.star && first.literal
 }
 
 function matches(tokens: readonly Token[], key: string): boolean {
