@@ -232,5 +232,40 @@ describe.each([
       expect(await t.app.storage.head(key)).toBeNull()
       expect(await multipartDirs()).toEqual([])
     })
+
+    /** Makes the next storage.delete fail, as an unreachable storage would. */
+    function failNextDelete() {
+      const storage = t.app.storage as ObjectStorage
+      const original = storage.delete.bind(storage)
+      storage.delete = async () => {
+        storage.delete = original
+        throw new Error('ECONNRESET')
+      }
+    }
+
+    it('a cleanup that storage failed is finished by aborting again', async () => {
+      const session = await assembledButNotRecorded(pdf(PART + 99))
+      const key = await storageKey(t, session.id)
+      failNextDelete()
+      const first = await t.gql('mutation($id: ID!) { abortUpload(sessionId: $id) { __typename } }', { id: session.id }, t.token('user', 'dan'))
+      expect(first.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE')
+      expect(await t.app.storage.head(key)).not.toBeNull()
+      expect(await c.abort(session.id)).toMatchObject({ __typename: 'AbortUploadSuccess', session: { status: 'ABORTED', receivedParts: [] } })
+      expect(await t.app.storage.head(key)).toBeNull()
+    })
+
+    it('or by the sweeper, a minute on, when the client never aborts again', async () => {
+      const session = await assembledButNotRecorded(pdf(PART + 99))
+      const key = await storageKey(t, session.id)
+      failNextDelete()
+      await t.gql('mutation($id: ID!) { abortUpload(sessionId: $id) { __typename } }', { id: session.id }, t.token('user', 'dan'))
+      // Tried just now: the sweeper leaves it for a minute.
+      await t.app.services.files.sweeper.runOnce()
+      expect(await t.app.storage.head(key)).not.toBeNull()
+      await t.app.db.db.execute(sql`update upload_sessions set updated_at = now() - interval '2 minutes' where id = ${session.id}`)
+      await t.app.services.files.sweeper.runOnce()
+      expect(await t.app.storage.head(key)).toBeNull()
+      expect(await c.session(session.id)).toMatchObject({ status: 'ABORTED', receivedParts: [] })
+    })
   })
 })

@@ -127,6 +127,32 @@ export class UploadSessionRepository {
    * Claims `uploading` sessions past their expiry for the sweeper, marking them expired so no part or
    * complete is accepted any more. `completing` ones are never expired: see releaseStaleCompleting.
    */
+  /** Whether any part row of the session is left: the last thing its storage cleanup removes. */
+  async hasParts(sessionId: string): Promise<boolean> {
+    const [row] = await this.db.select({ n: sql`1` }).from(uploadSessionParts).where(eq(uploadSessionParts.sessionId, sessionId)).limit(1)
+    return row !== undefined
+  }
+
+  /**
+   * Aborted sessions whose storage cleanup did not finish (their part rows, removed last, are still
+   * there) and has not been tried for `idleMs`; each is marked tried (updated_at) as it is taken.
+   */
+  async claimUncleanAborted(limit: number, idleMs: number): Promise<UploadSessionRow[]> {
+    const due = this.db
+      .select({ id: uploadSessions.id })
+      .from(uploadSessions)
+      .where(
+        and(
+          eq(uploadSessions.status, 'aborted'),
+          sql`${uploadSessions.updatedAt} < now() - make_interval(secs => ${idleMs / 1000})`,
+          sql`exists (select 1 from ${uploadSessionParts} p where p.session_id = ${uploadSessions.id})`,
+        ),
+      )
+      .limit(limit)
+      .for('update', { skipLocked: true })
+    return this.db.update(uploadSessions).set({ updatedAt: sql`now()` }).where(inArray(uploadSessions.id, due)).returning()
+  }
+
   async claimExpired(limit: number): Promise<UploadSessionRow[]> {
     const due = this.db
       .select({ id: uploadSessions.id })

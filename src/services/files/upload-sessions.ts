@@ -69,6 +69,8 @@ const SHA256 = /^[0-9a-f]{64}$/
  * version (markCompleted is fenced by the lease) and gets a ConflictError.
  */
 export const COMPLETING_LEASE_MS = 10 * 60_000
+/** How long an aborted session's failed storage cleanup waits before the sweeper runs it again. */
+const ABORT_CLEANUP_RETRY_MS = 60_000
 const MAX_LISTED_PARTS = 20
 
 export class UploadSessionService {
@@ -290,21 +292,36 @@ export class UploadSessionService {
    * left; aborting again is a no-op. A `completing` session is refused until its lease ran out.
    */
   async abort(viewer: Viewer, id: string): Promise<UploadSessionView> {
-    const { sessions, storage, files } = this.deps
+    const { sessions } = this.deps
     const session = await this.owned(viewer, id)
-    if (session.status === 'aborted' || session.status === 'expired') return this.view(session)
+    if (session.status === 'expired') return this.view(session)
+    // Aborting again finishes a cleanup that storage failed half-way (the sweeper would, later).
+    if (session.status === 'aborted') {
+      if (await sessions.hasParts(id)) await this.releaseStorage(session)
+      return this.view(session)
+    }
     const aborted = await sessions.transition(id, ['uploading', 'failed'], 'aborted', {}, { staleCompletingMs: COMPLETING_LEASE_MS })
     if (!aborted) {
       const current = await sessions.findById(id)
       if (current?.status === 'aborted' || current?.status === 'expired') return this.view(current)
       throw new ConflictError(`The upload session is ${current?.status === 'completing' ? 'being completed' : (current?.status ?? 'gone')}`)
     }
-    await storageCall(() => storage.abortMultipartUpload(session.storageKey, session.multipartUploadId))
-    // A complete may have assembled the parts before failing (or dying); unless a version took the object over, it is an orphan.
-    if (!(await files.findVersionById(session.versionId))) await storageCall(() => storage.delete(session.storageKey))
-    await sessions.deleteParts(id)
+    await this.releaseStorage(session)
     await this.reporter(session).failed('The upload was aborted')
     return this.view(aborted)
+  }
+
+  /**
+   * Removes what an aborted or expired session left in storage: the multipart upload, and the object
+   * a complete may have assembled before failing (or dying) unless a version took it over. The part
+   * rows go last, so a cleanup that failed half-way is found (`hasParts`) and run again; each step is
+   * idempotent. Storage failures throw ServiceUnavailableError.
+   */
+  private async releaseStorage(session: UploadSessionRow): Promise<void> {
+    const { sessions, storage, files } = this.deps
+    await storageCall(() => storage.abortMultipartUpload(session.storageKey, session.multipartUploadId))
+    if (!(await files.findVersionById(session.versionId))) await storageCall(() => storage.delete(session.storageKey))
+    await sessions.deleteParts(session.id)
   }
 
   /**
@@ -313,22 +330,23 @@ export class UploadSessionService {
    * many expired.
    */
   async sweepExpired(limit = 100): Promise<number> {
-    const { sessions, storage, files, logger } = this.deps
+    const { sessions, logger } = this.deps
     for (const session of await sessions.releaseStaleCompleting(limit, COMPLETING_LEASE_MS, this.nextExpiry())) {
       logger.warn({ sessionId: session.id }, 'an upload session was left completing by a request that died; it can be completed again')
     }
     const expired = await sessions.claimExpired(limit)
     for (const session of expired) {
       try {
-        await storage.abortMultipartUpload(session.storageKey, session.multipartUploadId)
-        // A stuck complete may have assembled the object; unless a version took it over, it is an orphan.
-        if (!(await files.findVersionById(session.versionId))) await storage.delete(session.storageKey)
-        await sessions.deleteParts(session.id)
+        await this.releaseStorage(session)
         await this.reporter(session).failed('The upload session expired')
       } catch (err) {
         logger.warn({ err, sessionId: session.id }, 'could not clean up an expired upload session; retrying at the next sweep')
         await sessions.transition(session.id, ['expired'], 'uploading').catch(() => {})
       }
+    }
+    // Aborts whose storage cleanup failed (and was not retried by aborting again), a minute on.
+    for (const session of await sessions.claimUncleanAborted(limit, ABORT_CLEANUP_RETRY_MS)) {
+      await this.releaseStorage(session).catch((err: unknown) => logger.warn({ err, sessionId: session.id }, 'could not clean up an aborted upload session; retrying at the next sweep'))
     }
     return expired.length
   }
