@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
-import { READINESS_CACHE_MS } from '../src/http/health'
+import { ABANDON_AFTER_MS, READINESS_CACHE_MS } from '../src/http/health'
 import { buildTestApp, type TestApp } from './helpers/app'
 
 /** Counts the calls each /readyz probe makes, calling through to the real check. */
@@ -84,6 +84,20 @@ describe('GET /readyz: what a caller can make it cost', () => {
     answerPing()
     expect((await next).statusCode).toBe(200)
     expect(probes.database).toHaveBeenCalledTimes(1)
+  })
+
+  it('gives up waiting on a check that never answers after ABANDON_AFTER_MS, so a dependency that is back shows up', async () => {
+    expireCache()
+    const probes = countProbes(t)
+    // A ping on a half-open socket: it never settles. The next ones go through to the real database.
+    probes.database.mockImplementationOnce(() => new Promise<void>(() => {}))
+    expect((await readyz()).statusCode).toBe(503)
+    expireCache()
+    expect((await readyz()).statusCode).toBe(503)
+    expect(probes.database).toHaveBeenCalledTimes(1)
+    vi.advanceTimersByTime(ABANDON_AFTER_MS)
+    expect((await readyz()).statusCode).toBe(200)
+    expect(probes.database).toHaveBeenCalledTimes(2)
   })
 })
 

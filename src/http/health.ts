@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify'
 type Status = 'up' | 'down' | 'disabled'
 
 const CHECK_TIMEOUT_MS = 2_000
+/** How long an unanswered check is waited on again before a new one is sent (see probe). */
+export const ABANDON_AFTER_MS = 3 * CHECK_TIMEOUT_MS
 /** How long a readiness verdict, good or bad, is reused: from when its probes finished. */
 export const READINESS_CACHE_MS = 1_000
 
@@ -72,22 +74,25 @@ function cachedReadiness(app: FastifyInstance): () => Promise<Readiness> {
 
 /**
  * A dependency check with a timeout that never has two calls outstanding: while one has neither
- * resolved nor failed (even past its timeout), the next probe waits on it again instead of calling.
+ * resolved nor failed (even past its timeout), the next probe waits on it again instead of calling,
+ * for up to ABANDON_AFTER_MS. A call older than that is given up (a ping on a half-open socket may
+ * hang for minutes): the next probe asks afresh, so a dependency that is back is seen as up.
  */
 function probe(check: () => Promise<unknown>): () => Promise<Status> {
-  let outstanding: Promise<unknown> | undefined
+  let outstanding: { call: Promise<unknown>; since: number } | undefined
   return async () => {
-    if (!outstanding) {
+    if (!outstanding || performance.now() - outstanding.since > ABANDON_AFTER_MS) {
       const call = Promise.resolve().then(check)
-      outstanding = call
+      const current = { call, since: performance.now() }
+      outstanding = current
       const clear = () => {
-        if (outstanding === call) outstanding = undefined
+        if (outstanding === current) outstanding = undefined
       }
       call.then(clear, clear)
     }
     let timer: NodeJS.Timeout | undefined
     try {
-      await Promise.race([outstanding, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), CHECK_TIMEOUT_MS)))])
+      await Promise.race([outstanding.call, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), CHECK_TIMEOUT_MS)))])
       return 'up'
     } catch {
       return 'down'
