@@ -10,7 +10,7 @@ describe('metrics endpoint', () => {
   afterAll(() => t.close())
 
   it('exposes HTTP and per-operation GraphQL metrics with bounded labels', async () => {
-    await t.gql('query Me { viewer { id } }', {}, t.token('user'))
+    await t.gql('query Me { viewer { id } }', {}, t.token('service'))
     await t.gql('query { viewer { id } }', {}, t.token('user'))
     const res = await t.app.inject({ method: 'GET', url: '/metrics' })
     expect(res.statusCode).toBe(200)
@@ -22,7 +22,7 @@ describe('metrics endpoint', () => {
     expect(res.body).toContain('process_resident_memory_bytes')
   })
 
-  it('gives an operation name a label of its own only when an authenticated caller sends it first', async () => {
+  it('gives an operation name a label of its own only when an admin or service token, or a second user, sends it', async () => {
     const labels = async () => {
       const res = await t.app.inject({ method: 'GET', url: '/metrics' })
       return new Set([...res.body.matchAll(/^graphql_operation_duration_seconds_count\{[^}]*operation="([^"]*)"/gm)].map((m) => m[1]))
@@ -37,6 +37,15 @@ describe('metrics endpoint', () => {
     let seen = await labels()
     expect([...seen].filter((l) => /Junk/.test(l!))).toEqual([])
     expect(seen.has('other')).toBe(true)
+
+    // One user's made-up names take no label either, however many; a name a second user sends does.
+    const mallory = t.token('user', 'mallory')
+    for (let i = 0; i < 210; i++) await t.gql(`query UserJunk${i} { __typename }`, {}, mallory)
+    await t.gql('query ListFiles { __typename }', {}, t.token('user', 'ann'))
+    seen = await labels()
+    expect([...seen].filter((l) => /UserJunk|ListFiles/.test(l!))).toEqual([])
+    await t.gql('query ListFiles { __typename }', {}, t.token('user', 'bob'))
+    expect((await labels()).has('ListFiles')).toBe(true)
 
     await t.gql('query AdminDashboard { viewer { id } }', {}, t.token('admin'))
     // Once labelled, the name is counted under it whoever sends it.

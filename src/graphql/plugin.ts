@@ -8,10 +8,10 @@ import { databaseUnavailable } from '../lib/database-unavailable'
 import { hookList } from '../lib/route-hooks'
 import { isAppError, UnauthenticatedError, ValidationError } from '../lib/errors'
 import { isStorableText, UNSTORABLE_TEXT, unstorableAt } from '../lib/storable-text'
-import type { Viewer } from '../services/auth/jwt'
+import { hasRole, type Viewer } from '../services/auth/jwt'
 import { planParts } from '../services/files/part-plan'
 import type { GraphQLContext } from './context'
-import { operationLabel } from '../plugins/metrics'
+import { OperationLabels } from '../plugins/metrics'
 import { queryCostRule, queryDepthRule } from './complexity'
 import { processRequest } from './multipart-request'
 import { limitSubscriptions } from './subscription-limits'
@@ -170,13 +170,14 @@ const timing = Symbol('timing')
 type Timed = { [timing]?: { start: bigint; operation: string; type: string } }
 
 function observeOperations(app: FastifyInstance) {
-  const seen = new Set<string>()
+  const labels = new OperationLabels()
   app.graphql.addHook('preExecution', async (_schema, document, context) => {
     const op = operationToRun(document, context)
+    const viewer = (context as Partial<GraphQLContext>).viewer
     ;(context as Timed)[timing] = {
       start: process.hrtime.bigint(),
-      // Only a verified viewer's operation may take a new label (operationLabel).
-      operation: operationLabel(op?.name?.value, seen, Boolean((context as Partial<GraphQLContext>).viewer)),
+      // Who may give an operation a label of its own: see OperationLabels.
+      operation: labels.label(op?.name?.value, viewer ? { id: viewer.id, privileged: hasRole(viewer, 'admin', 'service') } : undefined),
       type: op?.operation ?? 'unknown',
     }
   })

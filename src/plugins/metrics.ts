@@ -4,6 +4,7 @@ import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { bearerToken } from '../lib/bearer-token'
 import { hookList } from '../lib/route-hooks'
+import { BoundedMap } from '../lib/bounded-map'
 
 export interface Metrics {
   registry: Registry
@@ -37,8 +38,8 @@ const OPERATION_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
 /**
  * Prometheus metrics on GET /metrics. In production it needs METRICS_TOKEN as a bearer token;
  * without one there it is not served at all. Labels are bounded: route patterns (not URLs),
- * status classes, and at most MAX_OPERATION_LABELS operation names, each first sent by an
- * authenticated caller (operationLabel).
+ * status classes, and at most MAX_OPERATION_LABELS operation names, each claimed as OperationLabels
+ * allows.
  */
 export const metricsPlugin = fp(
   async (app: FastifyInstance) => {
@@ -142,18 +143,40 @@ function countedBy(counter: (method: string, statusClass: string) => { inc(): vo
   }
 }
 
+/** Who sent an operation, as far as its label is concerned. */
+export interface LabelClaimant {
+  /** The verified token's subject. */
+  id: string
+  /** An admin or service token: the app's own backend and its operators. */
+  privileged: boolean
+}
+
 /**
- * The `operation` label of a GraphQL operation: `anonymous` when it has no usable name; its name when
- * that already has a label; else a new label, while fewer than MAX_OPERATION_LABELS exist, but only for
- * an authenticated caller (`mayClaim`): an anonymous one could otherwise take every label with made-up
- * names for the life of the process. Everything else is `other`.
+ * The `operation` labels of GraphQL operations, at most MAX_OPERATION_LABELS for the process's life.
+ * `label` is `anonymous` for an operation without a usable name; its name when that already has a
+ * label; else a new label while there is room, but only when the caller may claim one: an admin or
+ * service token at once, a user token once a second subject has sent the same name (the app's real
+ * operations are sent by many users, names made up by one are not). An anonymous caller never
+ * claims. Everything else is `other`, so one caller, with a token or without, cannot take every label.
  */
-export function operationLabel(name: string | undefined | null, seen: Set<string>, mayClaim: boolean): string {
-  if (!name || !OPERATION_NAME.test(name)) return 'anonymous'
-  if (seen.has(name)) return name
-  if (!mayClaim || seen.size >= MAX_OPERATION_LABELS) return 'other'
-  seen.add(name)
-  return name
+export class OperationLabels {
+  private readonly labels = new Set<string>()
+  /** Names sent by one subject so far, with that subject (bounded: a made-up name is forgotten in time). */
+  private readonly candidates = new BoundedMap<string, string>(4 * MAX_OPERATION_LABELS)
+
+  label(name: string | undefined | null, claimant: LabelClaimant | undefined): string {
+    if (!name || !OPERATION_NAME.test(name)) return 'anonymous'
+    if (this.labels.has(name)) return name
+    if (!claimant || this.labels.size >= MAX_OPERATION_LABELS) return 'other'
+    if (!claimant.privileged) {
+      const first = this.candidates.get(name)
+      if (first === undefined) this.candidates.set(name, claimant.id)
+      if (first === undefined || first === claimant.id) return 'other'
+      this.candidates.delete(name)
+    }
+    this.labels.add(name)
+    return name
+  }
 }
 
 function bearerMatches(request: FastifyRequest, token: string): boolean {
