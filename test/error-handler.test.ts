@@ -183,6 +183,12 @@ describe('isDatabaseUnavailable', () => {
     ['the server starting up (57P03)', withCode('57P03', 'the database system is starting up')],
     ['a connection exception (class 08)', withCode('08006')],
     ['too many connections (53300)', withCode('53300')],
+    ['the server out of memory (53200)', withCode('53200')],
+    ['a statement timeout under load (57014)', withCode('57014', 'canceling statement due to statement timeout')],
+    ['a serialization failure (40001)', withCode('40001')],
+    ['a deadlock (40P01)', new Error('Failed query', { cause: withCode('40P01', 'deadlock detected') })],
+    ['a lock not available (55P03)', withCode('55P03')],
+    ['a read-only server during a failover (25006)', withCode('25006', 'cannot execute INSERT in a read-only transaction')],
     ['a dropped connection without a code', new Error('Connection terminated unexpectedly')],
     ['the pool timing out', new Error('timeout exceeded when trying to connect')],
   ])('recognises %s', (_name, err) => {
@@ -192,6 +198,7 @@ describe('isDatabaseUnavailable', () => {
   it.each([
     ['a unique violation', withCode('23505', 'duplicate key value violates unique constraint')],
     ['a syntax error', withCode('42601', 'syntax error at or near "selec"')],
+    ['a data exception (22P05)', withCode('22P05', 'unsupported Unicode escape sequence')],
     ['a plain bug', new TypeError("Cannot read properties of undefined (reading 'id')")],
     ['a non-error', 'ECONNREFUSED'],
   ])('does not mistake %s for an outage', (_name, err) => {

@@ -8,8 +8,14 @@ import { ServiceUnavailableError } from './errors'
 
 /** Socket-level failures, as node-postgres reports them. */
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
-/** SQLSTATEs: admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections. Class 08 is "connection exception". */
-const SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300'])
+/**
+ * SQLSTATEs of a moment's trouble, which a retry may not meet: admin_shutdown, crash_shutdown,
+ * cannot_connect_now, query_canceled (a statement timeout under load), serialization_failure,
+ * deadlock_detected, lock_not_available, read_only_sql_transaction (a replica promoted, a failover
+ * under way), and class 53, insufficient resources (too many connections, out of memory, disk full).
+ * Class 08 is "connection exception".
+ */
+const SQLSTATES = new Set(['57P01', '57P02', '57P03', '57014', '40001', '40P01', '55P03', '25006'])
 /** node-postgres and pg-pool raise these as plain Errors without a code. */
 const MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection refused|server closed the connection/i
 
@@ -19,7 +25,7 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   // Drizzle wraps driver errors (DrizzleQueryError) with the driver's error as `cause`.
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && (NETWORK_CODES.has(code) || SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true
+    if (typeof code === 'string' && (NETWORK_CODES.has(code) || SQLSTATES.has(code) || /^(?:08|53)[0-9A-Z]{3}$/.test(code))) return true
     if (MESSAGES.test(e.message)) return true
   }
   return false
