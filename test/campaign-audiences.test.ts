@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { importContactsCsv } from '../src/services/campaigns/contact-import'
 import { buildTestApp, uploadThroughGraphql, type TestApp } from './helpers/app'
 import { collect, wsClient } from './helpers/ws'
+import { encodeCursor } from '../src/graphql/connection'
 import { addContacts, createAudience, expectData } from './campaign-fixtures'
 
 let t: TestApp
@@ -296,6 +297,21 @@ describe('suppression list', () => {
     ])
     const removed = expectData(await t.gql<{ unsuppressEmail: boolean }>('mutation { unsuppressEmail(email: "SPAM@example.com") }', {}, admin))
     expect(removed.unsuppressEmail).toBe(true)
+  })
+
+  it('answers a made-up after cursor on contacts and suppressions with VALIDATION_FAILED, not an internal error', async () => {
+    const audience = await createAudience(t, admin, 'Cursors')
+    const cursor = (value: string | number) => encodeCursor([value])
+    for (const after of [cursor('nope'), cursor('00000000-0000-0000-0000-00000000000g'), cursor(42), 'not base64 at all']) {
+      const res = await t.gql('query($id: ID!, $after: String) { audience(id: $id) { contacts(first: 5, after: $after) { edges { node { id } } } } }', { id: audience, after }, admin)
+      expect(res.errors?.[0]?.extensions?.code, after).toBe('VALIDATION_FAILED')
+    }
+    for (const after of [cursor('a\u0000b'), cursor('x'.repeat(2000)), cursor(42)]) {
+      const res = await t.gql('query($after: String) { suppressions(first: 5, after: $after) { edges { node { email } } } }', { after }, admin)
+      expect(res.errors?.[0]?.extensions?.code).toBe('VALIDATION_FAILED')
+    }
+    const fine = await t.gql('query($after: String) { suppressions(first: 5, after: $after) { edges { node { email } } } }', { after: cursor('m@example.com') }, admin)
+    expect(fine.errors).toBeUndefined()
   })
 
   it('refuses an invalid address and suppresses nothing', async () => {

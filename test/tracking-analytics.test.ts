@@ -88,6 +88,22 @@ describe('Campaign.timeline', () => {
     expect((await timeline(campaignId, now, now)).errors?.[0]?.message).toContain('to must be after from')
     const year = await timeline(campaignId, new Date(now.getTime() - 365 * 86_400_000), now, 'MINUTE')
     expect(year.errors?.[0]?.message).toContain('At most 2000 points')
+    // A year PostgreSQL cannot store is refused by the DateTime scalar, not by the database.
+    for (const from of ['0000-01-01T00:00:00Z', '9999-12-31T23:00:00-23:00']) {
+      const res = await ctx.t.gql(`query($id: ID!) { campaign(id: $id) { timeline(from: "${from}", to: "2030-01-01T00:00:00Z", bucket: DAY) { at } } }`, { id: campaignId }, ctx.admin)
+      expect(res.errors?.[0], from).toMatchObject({ message: expect.stringContaining('between the years 0001 and 9999') })
+    }
+  })
+
+  it('builds at most 10,000 timeline points in one request, however many timelines it asks for', async () => {
+    const { campaignId } = await sendTrackedCampaign(ctx, ['tl-many@example.com'])
+    // 2,000 points each: five fit, the sixth is refused (the cost rule cannot count points).
+    const fields = (n: number) => Array.from({ length: n }, (_, i) => `a${i}: campaign(id: $id) { timeline(from: "2024-01-01T00:00:00Z", to: "2024-01-02T09:20:00Z") { at } }`).join('\n')
+    const five = await ctx.t.gql<Record<string, { timeline: unknown[] }>>(`query($id: ID!) { ${fields(5)} }`, { id: campaignId }, ctx.admin)
+    expect(five.errors).toBeUndefined()
+    expect(Object.values(five.data).reduce((n, c) => n + c.timeline.length, 0)).toBe(10_000)
+    const six = await ctx.t.gql<Record<string, { timeline: unknown[] } | null>>(`query($id: ID!) { ${fields(6)} }`, { id: campaignId }, ctx.admin)
+    expect(six.errors?.[0]).toMatchObject({ message: expect.stringContaining('At most 10000 timeline points per request'), extensions: { code: 'VALIDATION_FAILED' } })
   })
 })
 

@@ -1,4 +1,6 @@
 import { NotFoundError, ValidationError } from '../lib/errors'
+import { isStorableText } from '../lib/storable-text'
+import { isUuid } from '../services/campaigns/ids'
 import type { AddContactsReport, AudienceRow, ContactProblem, ContactRow, SuppressionRow } from '../services/campaigns/audience-service'
 import type { ImportReport, ImportRowError } from '../services/campaigns/contact-import'
 import { builder } from './builder'
@@ -59,7 +61,7 @@ export const AudienceRef = builder.objectRef<AudienceRow>('Audience').implement(
         status: t.arg({ type: ContactStatusEnum, required: false, description: 'Only this status.' }),
       },
       resolve: async (a, args, ctx) => {
-        return paginate(args.first, (limit) => ctx.services.audiences.listContacts(a.id, { limit, afterId: stringCursor(args.after), status: args.status ?? undefined }), (c) => encodeCursor([c.id]))
+        return paginate(args.first, (limit) => ctx.services.audiences.listContacts(a.id, { limit, afterId: uuidCursor(args.after), status: args.status ?? undefined }), (c) => encodeCursor([c.id]))
       },
     }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was created.' }),
@@ -275,9 +277,17 @@ builder.mutationFields((t) => ({
   }),
 }))
 
+/** The string a cursor holds: text PostgreSQL can compare (an address), or the cursor is invalid. */
 function stringCursor(after: string | null | undefined): string | undefined {
   const parts = decodeCursor(after)
   if (!parts) return undefined
-  if (typeof parts[0] !== 'string') throw ValidationError.field(['after'], 'The cursor is invalid')
+  if (typeof parts[0] !== 'string' || parts[0].length > 1024 || !isStorableText(parts[0])) throw ValidationError.field(['after'], 'The cursor is invalid')
   return parts[0]
+}
+
+/** The id a cursor holds, a uuid, or the cursor is invalid. */
+function uuidCursor(after: string | null | undefined): string | undefined {
+  const id = stringCursor(after)
+  if (id !== undefined && !isUuid(id)) throw ValidationError.field(['after'], 'The cursor is invalid')
+  return id
 }

@@ -35,4 +35,10 @@ export interface GraphQLContext extends MercuriusContext {
   authError: UnauthenticatedError | null
   services: Services
   requestId: string
+  /**
+   * Timeline points this request may still build (REQUEST_TIMELINE_POINTS at first): the cost rule
+   * cannot count them, since their range and bucket may be variables, and 300 aliased timelines of
+   * 2,000 points each passed it.
+   */
+  timelinePointsLeft?: number
 }

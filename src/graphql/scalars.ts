@@ -41,6 +41,9 @@ function parseDate(value: unknown): Date {
   }
   const date = new Date(value)
   if (Number.isNaN(date.getTime())) throw new GraphQLError('DateTime is not a valid date')
+  // What PostgreSQL stores: year 0000, or 9999-12-31T23:00-23:00 (in 10000 UTC), would fail at the query.
+  const year = date.getUTCFullYear()
+  if (year < 1 || year > 9999) throw new GraphQLError('DateTime must fall between the years 0001 and 9999 (UTC)')
   return date
 }
 

@@ -3,9 +3,13 @@ import type { CampaignStatsSnapshot } from '../services/campaigns/campaign-stats
 import type { CampaignEngagement, CampaignLink, ConversionValue, EmailInfrastructureStats, EventFigures, PeriodCounts, TimelinePoint } from '../services/tracking/email-analytics'
 import type { ConversionReceipt } from '../services/tracking/conversions'
 import type { InboxBacklog } from '../services/tracking/webhook-inbox'
+import { MAX_TIMELINE_POINTS, timelinePoints } from '../services/tracking/email-analytics'
 import { builder } from './builder'
 import { CampaignRef, CampaignStatsRef } from './campaigns'
 import type { GraphQLContext } from './context'
+
+/** Timeline points one request may build over all its timelines: five full ones. */
+const REQUEST_TIMELINE_POINTS = 5 * MAX_TIMELINE_POINTS
 
 const EventFiguresRef = builder.objectRef<EventFigures>('EventFigures').implement({
   description: 'Opens or clicks of a campaign, human and machine (Apple Mail Privacy Protection, proxies, link scanners, HEAD requests) apart.',
@@ -104,13 +108,20 @@ builder.objectFields(CampaignRef, (t) => ({
   }),
   timeline: t.field({
     type: [TimelinePointRef],
-    description: 'Counts per bucket for a chart, from the per-minute rollups; empty buckets included. At most 2,000 points.',
+    description: 'Counts per bucket for a chart, from the per-minute rollups; empty buckets included. At most 2,000 points, and 10,000 over all the timelines of one request.',
     args: {
       from: t.arg({ type: 'DateTime', required: true, description: 'Start (inclusive; rounded down to the bucket).' }),
       to: t.arg({ type: 'DateTime', required: true, description: 'End (exclusive).' }),
       bucket: t.arg({ type: TimelineBucketEnum, required: false, defaultValue: 'minute', description: 'Point width; default MINUTE.' }),
     },
-    resolve: (c, args, ctx) => ctx.services.tracking.analytics.campaignTimeline(c.id, args.from, args.to, args.bucket ?? 'minute'),
+    resolve: (c, args, ctx) => {
+      const bucket = args.bucket ?? 'minute'
+      const points = timelinePoints(args.from, args.to, bucket)
+      const left = ctx.timelinePointsLeft ?? REQUEST_TIMELINE_POINTS
+      if (points > left) throw ValidationError.field(['timeline'], `At most ${REQUEST_TIMELINE_POINTS} timeline points per request: ask for fewer timelines, a larger bucket or a shorter range`)
+      ctx.timelinePointsLeft = left - points
+      return ctx.services.tracking.analytics.campaignTimeline(c.id, args.from, args.to, bucket)
+    },
   }),
 }))
 

@@ -56,6 +56,18 @@ export type TimelineBucket = 'minute' | 'fiveMinutes' | 'fifteenMinutes' | 'hour
 export const BUCKET_SECONDS: Record<TimelineBucket, number> = { minute: 60, fiveMinutes: 300, fifteenMinutes: 900, hour: 3600, day: 86_400 }
 export const MAX_TIMELINE_POINTS = 2_000
 
+/** The points of a timeline from `from` (rounded down to the bucket) to `to`; a ValidationError past MAX_TIMELINE_POINTS. */
+export function timelinePoints(from: Date, to: Date, bucket: TimelineBucket): number {
+  const step = BUCKET_SECONDS[bucket] * 1000
+  if (!(from instanceof Date) || !(to instanceof Date) || Number.isNaN(from.getTime()) || Number.isNaN(to.getTime())) {
+    throw ValidationError.field(['from'], 'from and to must be dates')
+  }
+  if (to <= from) throw ValidationError.field(['to'], 'to must be after from')
+  const points = Math.ceil((to.getTime() - Math.floor(from.getTime() / step) * step) / step)
+  if (points > MAX_TIMELINE_POINTS) throw ValidationError.field(['bucket'], `At most ${MAX_TIMELINE_POINTS} points: use a larger bucket or a shorter range`)
+  return points
+}
+
 export type TimelinePoint = { at: Date } & Record<EventTypeName, number> & { humanOpens: number; humanClicks: number }
 
 export interface PeriodCounts {
@@ -153,13 +165,8 @@ export class EmailAnalytics {
   /** Per-bucket counts between `from` (inclusive) and `to` (exclusive), empty buckets included, for a chart. */
   async campaignTimeline(campaignId: string, from: Date, to: Date, bucket: TimelineBucket): Promise<TimelinePoint[]> {
     const step = BUCKET_SECONDS[bucket] * 1000
-    if (!(from instanceof Date) || !(to instanceof Date) || Number.isNaN(from.getTime()) || Number.isNaN(to.getTime())) {
-      throw ValidationError.field(['from'], 'from and to must be dates')
-    }
-    if (to <= from) throw ValidationError.field(['to'], 'to must be after from')
+    const points = timelinePoints(from, to, bucket)
     const start = Math.floor(from.getTime() / step) * step
-    const points = Math.ceil((to.getTime() - start) / step)
-    if (points > MAX_TIMELINE_POINTS) throw ValidationError.field(['bucket'], `At most ${MAX_TIMELINE_POINTS} points: use a larger bucket or a shorter range`)
     const rows = await this.db.execute<{ at: string | Date; type: number; count: string; machine: string }>(sql`
       select date_bin(make_interval(secs => ${step / 1000}::double precision), bucket, timestamptz 'epoch') as at, type, sum(count) as count, sum(machine) as machine
       from campaign_event_rollups
