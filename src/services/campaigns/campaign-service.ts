@@ -12,6 +12,7 @@ import type { RecipientRow } from './campaign-batches'
 import { completeCampaignIfDone, startCampaign, type CampaignRow } from './campaign-start'
 import type { CampaignStatsPublisher, CampaignStatsSnapshot, CampaignStatus } from './campaign-stats'
 import { isUuid } from './ids'
+import { noLongerSendableReason } from './recipient-feedback'
 
 export type { CampaignRow }
 export type RecipientStatus = RecipientRow['status']
@@ -174,7 +175,9 @@ export class CampaignService {
    * Re-queues only the recipients that failed (a permanent provider refusal or a render error, for
    * instance after fixing the data), under a new retry round so they get idempotency keys of their
    * own. Their name and attributes are refreshed from the contact, so a fixed contact renders this
-   * time. A sent campaign goes back to sending.
+   * time. A failed row whose address was suppressed since, or whose contact is no longer subscribed
+   * (noLongerSendableReason), becomes `suppressed` instead: a suppression only takes queued rows,
+   * so it never reached it. A sent campaign goes back to sending when anything was re-queued.
    */
   async retryFailedRecipients(id: string): Promise<CampaignRow> {
     const { db } = this.deps
@@ -186,21 +189,37 @@ export class CampaignService {
       if (!['sending', 'paused', 'sent'].includes(current.status)) throw new ConflictError(`A ${current.status} campaign has no failed recipients to retry`)
       // In id order, as a batch of delivery events locks them (a failed row may get a late event): the update alone locks them in scan order.
       await tx.execute(sql`select 1 from campaign_recipients where campaign_id = ${id} and status = 'failed' order by id for no key update`)
-      const requeued = await tx.execute<{ n: number }>(sql`
-        with requeued as (
+      // Suppressions and contacts are only read: the counters are the last lock taken, as lockCampaignStats orders them.
+      const moved = await tx.execute<{ requeued: number; suppressed: number }>(sql`
+        with failed as (
+          select r.id, r.contact_id, ${noLongerSendableReason()} as blocked
+          from campaign_recipients r join campaigns c on c.id = r.campaign_id
+          where r.campaign_id = ${id} and r.status = 'failed'
+        ), requeued as (
           update campaign_recipients r set status = 'queued', batch_id = null, reason = null, provider_id = null, updated_at = now(),
-                 name = coalesce(c.name, r.name), attributes = coalesce(c.attributes, r.attributes)
-          from campaign_recipients old
-          left join contacts c on c.id = old.contact_id
-          where r.id = old.id and r.campaign_id = ${id} and r.status = 'failed'
+                 name = coalesce(k.name, r.name), attributes = coalesce(k.attributes, r.attributes)
+          from failed f
+          left join contacts k on k.id = f.contact_id
+          where r.id = f.id and f.blocked is null
+          returning 1
+        ), suppressed as (
+          update campaign_recipients r set status = 'suppressed', reason = f.blocked, updated_at = now()
+          from failed f
+          where r.id = f.id and f.blocked is not null
           returning 1
         ), counted as (
-          update campaign_stats set failed = failed - (select count(*) from requeued), queued = queued + (select count(*) from requeued), updated_at = now()
+          update campaign_stats set
+            failed = failed - (select count(*) from requeued) - (select count(*) from suppressed),
+            queued = queued + (select count(*) from requeued),
+            suppressed = suppressed + (select count(*) from suppressed),
+            updated_at = now()
           where campaign_id = ${id}
           returning 1
         )
-        select (select count(*) from requeued)::int as n, (select count(*) from counted) as c`)
-      if (Number(requeued.rows[0]?.n ?? 0) === 0) return { campaign: current, changed: false }
+        select (select count(*) from requeued)::int as requeued, (select count(*) from suppressed)::int as suppressed, (select count(*) from counted) as c`)
+      const requeued = Number(moved.rows[0]?.requeued ?? 0)
+      const suppressed = Number(moved.rows[0]?.suppressed ?? 0)
+      if (requeued === 0) return { campaign: current, changed: false, countersMoved: suppressed > 0 }
       const [updated] = await tx
         .update(campaigns)
         .set({
@@ -211,9 +230,10 @@ export class CampaignService {
         })
         .where(eq(campaigns.id, id))
         .returning()
-      return { campaign: updated!, changed: true }
+      return { campaign: updated!, changed: true, countersMoved: true }
     })
     if (result.changed) await this.deps.stats.stateChanged(id)
+    else if (result.countersMoved) await this.deps.stats.changed(id)
     return result.campaign
   }
 

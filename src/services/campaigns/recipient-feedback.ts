@@ -309,7 +309,8 @@ export class RecipientFeedbackService {
 /**
  * Suppresses an address globally and takes it out of everything still waiting to go: contacts are
  * marked, and queued recipients not yet in a batch become `suppressed` (a formed batch is left
- * alone, since its payload is fixed under its idempotency key). Returns the campaigns whose
+ * alone here: the dispatcher drops such rows itself when it (re)sends the batch, if the payload may
+ * still change, see prepareBatchRecipients; failed rows are judged when they are retried). Returns the campaigns whose
  * counters moved: the caller tells the stats publisher (changedMany) once its transaction commits.
  * Runs inside the caller's transaction (its locks must last until the commit: see lockForSuppression);
  * `locked`: the caller took those locks already, before its own writes.
@@ -349,6 +350,27 @@ export async function unsubscribeFromAudiences(db: Database, email: string, camp
     'unsubscribed',
     sql`and not exists (select 1 from contacts k where k.audience_id = any(c.audience_ids) and lower(k.email) = ${lower} and k.status = 'subscribed')`,
   )
+}
+
+/**
+ * Why recipient `r` of campaign `c` (`campaign_recipients r` joined with `campaigns c`) must not be
+ * sent any more, or null: its address is on the suppression list (the suppression's reason), or
+ * the campaign's audiences no longer hold a subscribed contact with the address but do hold one
+ * that unsubscribed, bounced or complained (that contact's status). The second is what the
+ * `audience` unsubscribe scope leaves behind (unsubscribeFromAudiences drops queued rows by the
+ * same test), the first what every `global` suppression does, so it answers for either scope, as
+ * starting the campaign now would. A contact deleted since, or a campaign with no audiences, is no
+ * reason. Reads only: the caller locks the recipient rows it moves. Used where a suppression does
+ * not reach: failed rows about to be retried, and the rows of a batch about to be (re)sent.
+ */
+export function noLongerSendableReason(): SQL<string | null> {
+  return sql<string | null>`coalesce(
+    (select s.reason::text from suppressions s where s.email = lower(r.email)),
+    (select k.status::text from contacts k
+     where k.audience_id = any(c.audience_ids) and lower(k.email) = lower(r.email) and k.status <> 'subscribed'
+       and not exists (select 1 from contacts k2 where k2.audience_id = any(c.audience_ids) and lower(k2.email) = lower(r.email) and k2.status = 'subscribed')
+     order by k.id
+     limit 1))`
 }
 
 /** The address's queued rows not yet in a batch, in campaigns still sending (`r` joined with `campaigns c`): what a suppression takes out. */
