@@ -10,6 +10,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Database } from '../src/infra/db/client'
 import type { CampaignStatsPublisher } from '../src/services/campaigns/campaign-stats'
+import { prepareBatchRecipients, type ClaimedBatch } from '../src/services/campaigns/campaign-batches'
 import { CampaignService } from '../src/services/campaigns/campaign-service'
 import { RecipientFeedbackService } from '../src/services/campaigns/recipient-feedback'
 import type { UnsubscribeLinks } from '../src/services/campaigns/unsubscribe-links'
@@ -232,6 +233,37 @@ describe('lock order of campaign counters', () => {
     expectCommitted(opened, retry)
     expect(await countersOf(campaign.id)).toMatchObject({ queued: 3, failed: 0 })
   })
+
+  it('dropping recipients suppressed while their batch waited, and a bounce that drops a queued row of the same campaign', async () => {
+    // `low` has a batch put back after a 429 whose recipient's address was suppressed since, and the address about to bounce still queued.
+    const c = await seedOrdered()
+    const gone = `gone-${seq}@example.com`
+    const batched = (await db.execute<{ id: string }>(sql`
+      insert into campaign_recipients (campaign_id, email, attributes, status) values (${c.low.id}, ${gone}, '{}', 'sending') returning id`)).rows[0]!.id
+    const batchRow = (await db.execute<{ id: string }>(sql`
+      insert into campaign_batches (campaign_id, idempotency_key, first_recipient_id, size, status, attempts, locked_until)
+      values (${c.low.id}, ${`campaign/${c.low.id}/batch/${batched}`}, ${batched}, 1, 'sending', 2, now() + interval '1 minute') returning id`)).rows[0]!.id
+    await db.execute(sql`update campaign_recipients set batch_id = ${batchRow} where id = ${batched}`)
+    await db.execute(sql`update campaign_stats set total = total + 1, queued = queued + 1 where campaign_id = ${c.low.id}`)
+    await db.execute(sql`insert into suppressions (email, reason, source) values (${gone}, 'unsubscribed', 'test')`)
+    const batch: ClaimedBatch = {
+      id: Number(batchRow),
+      campaignId: c.low.id,
+      idempotencyKey: `campaign/${c.low.id}/batch/${batched}`,
+      firstRecipientId: Number(batched),
+      size: 1,
+      status: 'sending',
+      attempts: 2,
+      failures: 0,
+      mayHaveReached: false,
+    }
+    // The drop holds the batch and its row and waits for `low`'s counters; the bounce holds its rows and waits for them too.
+    const [dropped, bounced] = await queuedBehind(statsRow(c.low.id), () => prepareBatchRecipients(db, batch), bounce(c.suppressed))
+    expectCommitted(dropped, bounced)
+    expect(dropped).toMatchObject({ status: 'fulfilled', value: { fenced: false, dropped: [Number(batched)], recipients: [] } })
+    expect(await statusOf(Number(batched))).toBe('suppressed')
+    await expectDropped(c, 2)
+  })
 })
 
 /** Neither writer was aborted (a deadlock is PostgreSQL's 40P01, one of the two rejected). */
@@ -241,9 +273,9 @@ function expectCommitted(...outcomes: PromiseSettledResult<unknown>[]): void {
   }
 }
 
-async function expectDropped(c: SuppressionCase): Promise<void> {
+async function expectDropped(c: SuppressionCase, suppressed = 1): Promise<void> {
   expect(await statusOf(c.queuedIn)).toBe('suppressed')
-  expect(await countersOf(c.low.id)).toMatchObject({ queued: 0, suppressed: 1 })
+  expect(await countersOf(c.low.id)).toMatchObject({ queued: 0, suppressed })
 }
 
 interface SuppressionCase {

@@ -2,11 +2,14 @@
  * Batches of a campaign: formed from queued recipients with `FOR UPDATE SKIP LOCKED`, leased with
  * `locked_until`, and recorded in one transaction fenced by the batch's attempt count. The
  * recipients of a batch and its idempotency key are fixed when it is formed, so whoever sends it,
- * and however often, sends the same request.
+ * and however often, sends the same request, with one exception: recipients suppressed or
+ * unsubscribed while the batch waited are dropped before it is (re)sent, as long as no earlier
+ * attempt may have reached the provider (prepareBatchRecipients).
  */
 import { sql } from 'drizzle-orm'
 import type { Database } from '../../infra/db/client'
 import type { campaignBatches, campaignRecipients } from '../../infra/db/schema/campaigns'
+import { noLongerSendableReason } from './recipient-feedback'
 
 export type BatchRow = typeof campaignBatches.$inferSelect
 export type RecipientRow = typeof campaignRecipients.$inferSelect
@@ -33,9 +36,10 @@ type RawBatch = {
   status: BatchRow['status']
   attempts: number
   failures: number
+  may_have_reached: boolean
 }
 
-function toBatch(raw: RawBatch): Pick<BatchRow, 'id' | 'campaignId' | 'idempotencyKey' | 'firstRecipientId' | 'size' | 'status' | 'attempts' | 'failures'> {
+function toBatch(raw: RawBatch): Pick<BatchRow, 'id' | 'campaignId' | 'idempotencyKey' | 'firstRecipientId' | 'size' | 'status' | 'attempts' | 'failures' | 'mayHaveReached'> {
   return {
     id: Number(raw.id),
     campaignId: raw.campaign_id,
@@ -45,6 +49,7 @@ function toBatch(raw: RawBatch): Pick<BatchRow, 'id' | 'campaignId' | 'idempoten
     status: raw.status,
     attempts: Number(raw.attempts),
     failures: Number(raw.failures),
+    mayHaveReached: Boolean(raw.may_have_reached),
   }
 }
 
@@ -81,7 +86,9 @@ export async function formBatch(db: Database, campaign: { id: string; retryRound
 
 /**
  * Takes over a batch whose lease expired (its worker died mid-send) or whose retry time has come,
- * for a campaign that is still sending. Bumping `attempts` fences off the previous holder.
+ * for a campaign that is still sending. Bumping `attempts` fences off the previous holder. A lease
+ * that ran out may have run out after the provider took the request: such a batch counts as
+ * `may_have_reached` from then on.
  */
 export async function reclaimBatch(db: Database, leaseMs: number): Promise<ClaimedBatch | null> {
   const result = await db.execute<RawBatch>(sql`
@@ -94,7 +101,8 @@ export async function reclaimBatch(db: Database, leaseMs: number): Promise<Claim
       limit 1
       for update of b skip locked
     ), claimed as (
-      update campaign_batches b set status = 'sending', attempts = b.attempts + 1, locked_until = ${leaseSql(leaseMs)}
+      update campaign_batches b set status = 'sending', attempts = b.attempts + 1, locked_until = ${leaseSql(leaseMs)},
+             may_have_reached = b.may_have_reached or b.status = 'sending'
       from due where b.id = due.id
       returning b.*
     ), reopened as (
@@ -106,18 +114,98 @@ export async function reclaimBatch(db: Database, leaseMs: number): Promise<Claim
   return raw ? toBatch(raw) : null
 }
 
-export async function loadBatchRecipients(db: Database, batchId: number): Promise<RecipientRow[]> {
+/** A recipient of a batch, with why it may no longer be sent (noLongerSendableReason), or null. */
+export type BatchRecipient = RecipientRow & { blockedBy: string | null }
+
+export async function loadBatchRecipients(db: Database, batchId: number): Promise<BatchRecipient[]> {
   const result = await db.execute<Record<string, unknown>>(sql`
-    select id, campaign_id, email, name, attributes from campaign_recipients
-    where batch_id = ${batchId} and status = 'sending'
-    order by id`)
+    select r.id, r.campaign_id, r.email, r.name, r.attributes, ${noLongerSendableReason()} as blocked_by
+    from campaign_recipients r join campaigns c on c.id = r.campaign_id
+    where r.batch_id = ${batchId} and r.status = 'sending'
+    order by r.id`)
   return result.rows.map((r) => ({
     id: Number(r.id),
     campaignId: r.campaign_id as string,
     email: r.email as string,
     name: (r.name as string | null) ?? null,
     attributes: (r.attributes as Record<string, unknown>) ?? {},
-  })) as RecipientRow[]
+    blockedBy: (r.blocked_by as string | null) ?? null,
+  })) as BatchRecipient[]
+}
+
+export type PreparedBatch =
+  /** Fenced off: another worker re-claimed the batch; send nothing. */
+  | { fenced: true }
+  | {
+      fenced: false
+      /** Who the request goes to. */
+      recipients: BatchRecipient[]
+      /** Rows taken out as `suppressed`, their counters moved (the caller tells the stats publisher). */
+      dropped: number[]
+      /**
+       * Rows no longer sendable but kept, because an earlier attempt may have reached the provider,
+       * which then holds the whole payload under the key: a smaller one under that key would be
+       * refused (409), and a new key would mail everyone else a second time.
+       */
+      kept: BatchRecipient[]
+    }
+
+/**
+ * The recipients a claimed batch is about to be sent to. Rows whose address was suppressed, or
+ * whose contact unsubscribed, since the batch was formed (a 429, a 5xx, a pause, a shutdown...)
+ * are still `sending` in it, since a suppression only drops unbatched rows. They are dropped here
+ * (`suppressed`, with the counters) unless an earlier attempt may have reached the provider
+ * (`mayHaveReached`: a 5xx, a timeout, a lease that ran out mid-send); then the payload is kept as
+ * it is. The key stays the batch's either way: when the payload changes, no earlier attempt
+ * reached the provider (a 429, a release before sending, a refusal), so it stored nothing under
+ * the key, and if that were ever wrong the provider would answer 409 (and the campaign pause)
+ * instead of mailing anyone twice, which a new key would risk.
+ */
+export async function prepareBatchRecipients(db: Database, batch: ClaimedBatch): Promise<PreparedBatch> {
+  const recipients = await loadBatchRecipients(db, batch.id)
+  const blocked = recipients.filter((r) => r.blockedBy !== null)
+  if (blocked.length === 0) return { fenced: false, recipients, dropped: [], kept: [] }
+  if (batch.mayHaveReached) return { fenced: false, recipients, dropped: [], kept: blocked }
+  const dropped = await dropBlockedRecipients(db, batch, blocked.map((r) => r.id))
+  if (dropped === null) return { fenced: true }
+  const gone = new Set(dropped)
+  return { fenced: false, recipients: recipients.filter((r) => !gone.has(r.id)), dropped, kept: [] }
+}
+
+/**
+ * Takes the candidates that are still no longer sendable out of the batch as `suppressed`, with the
+ * counters, in one transaction fenced like recordBatch. Lock order: the batch row (as recordBatch
+ * and deferBatch take it), the recipient rows in id order, then the campaign's counters (one row);
+ * suppressions and contacts are only read. Returns the ids dropped, or null when fenced off.
+ */
+async function dropBlockedRecipients(db: Database, batch: ClaimedBatch, candidates: number[]): Promise<number[] | null> {
+  return db.transaction(async (tx) => {
+    const held = await tx.execute(sql`
+      select id from campaign_batches
+      where id = ${batch.id} and status = 'sending' and attempts = ${batch.attempts} and not may_have_reached
+      for no key update`)
+    if (held.rows.length === 0) return null
+    await tx.execute(sql`select 1 from campaign_recipients where id = any(${sql.param(candidates)}::bigint[]) order by id for no key update`)
+    // Judged again under the lock: an address unsuppressed meanwhile is sent after all.
+    const dropped = await tx.execute<{ id: string }>(sql`
+      with dropped as (
+        update campaign_recipients r set status = 'suppressed', reason = ${noLongerSendableReason()}, updated_at = now()
+        from campaigns c
+        where c.id = r.campaign_id and r.id = any(${sql.param(candidates)}::bigint[]) and r.batch_id = ${batch.id} and r.status = 'sending'
+          and ${noLongerSendableReason()} is not null
+        returning r.id
+      ), counted as (
+        update campaign_stats set queued = queued - (select count(*) from dropped), suppressed = suppressed + (select count(*) from dropped), updated_at = now()
+        where campaign_id = ${batch.campaignId} and exists (select 1 from dropped)
+        returning 1
+      ), resized as (
+        update campaign_batches set size = size - (select count(*) from dropped)
+        where id = ${batch.id} and exists (select 1 from dropped)
+        returning 1
+      )
+      select id from dropped order by id`)
+    return dropped.rows.map((r) => Number(r.id))
+  })
 }
 
 export interface BatchOutcome {
@@ -164,16 +252,18 @@ export async function recordBatch(db: Database, batch: ClaimedBatch, outcome: Ba
 }
 
 /**
- * Puts a batch back for a later attempt with the same recipients and key: after a 429, 5xx or
- * timeout the provider may or may not have processed it, and only the same key can find out.
- * `failure` counts toward the consecutive-failure limit (a 429 does not).
+ * Puts a batch back for a later attempt with the same key: after a 5xx or timeout the provider may
+ * or may not have processed it, and only the same key can find out. `failure` (a 5xx, a timeout,
+ * an unexplained error) counts toward the consecutive-failure limit and marks the batch
+ * `may_have_reached`, which freezes its payload for good; a 429, a refusal or a release before
+ * sending reached nothing, so recipients suppressed meanwhile can still be dropped.
  */
 export async function deferBatch(db: Database, batch: ClaimedBatch, delayMs: number, error: string, failure: boolean): Promise<boolean> {
   return db.transaction(async (tx) => {
     const updated = await tx.execute(sql`
       update campaign_batches set status = 'retry', locked_until = null, last_error = ${error.slice(0, 2000)},
              next_attempt_at = now() + make_interval(secs => ${delayMs / 1000}::double precision),
-             failures = failures + ${failure ? 1 : 0}
+             failures = failures + ${failure ? 1 : 0}, may_have_reached = may_have_reached or ${failure}
       where id = ${batch.id} and status = 'sending' and attempts = ${batch.attempts}
       returning id`)
     if (updated.rows.length === 0) return false

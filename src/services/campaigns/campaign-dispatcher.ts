@@ -14,7 +14,7 @@ import { DEFAULT_LEASE_MS, retryDelayMs, type EmailLogger } from '../email/email
 import {
   deferBatch,
   formBatch,
-  loadBatchRecipients,
+  prepareBatchRecipients,
   reclaimBatch,
   recordBatch,
   releaseBatch,
@@ -185,7 +185,20 @@ export class CampaignDispatcher {
       await releaseBatch(db, batch, 'The campaign stopped sending after the batch was claimed')
       return
     }
-    const recipients = await loadBatchRecipients(db, batch.id)
+    const prepared = await prepareBatchRecipients(db, batch)
+    if (prepared.fenced) {
+      logger?.warn(log, 'campaign batch was re-claimed by another worker before it was sent')
+      return
+    }
+    const { recipients } = prepared
+    if (prepared.dropped.length > 0) {
+      logger?.info({ ...log, dropped: prepared.dropped.length }, 'recipients suppressed or unsubscribed while the batch waited were dropped from it')
+      await this.deps.stats.changed(batch.campaignId)
+    }
+    if (prepared.kept.length > 0) {
+      // The provider may hold this payload under the key already: a smaller one would be refused (409), a new key would mail the rest twice.
+      logger?.warn({ ...log, kept: prepared.kept.map((r) => r.id) }, 'recipients suppressed since an attempt that may have reached the provider are re-sent with the batch unchanged')
+    }
     const messages: MailMessage[] = []
     const sentIds: number[] = []
     const outcome: BatchOutcome = { accepted: [], failed: [] }

@@ -154,6 +154,12 @@ export const campaignBatches = pgTable(
     attempts: integer('attempts').notNull().default(1),
     /** Consecutive 5xx/timeouts; 429s do not count, they are flow control. */
     failures: integer('failures').notNull().default(0),
+    /**
+     * An earlier attempt may have reached the provider (a 5xx, a timeout, a lease that ran out mid-send),
+     * which may then hold the payload under the key: from then on the batch is re-sent exactly as it is,
+     * never with recipients dropped (campaign-batches.ts, prepareBatchRecipients).
+     */
+    mayHaveReached: boolean('may_have_reached').notNull().default(false),
     lockedUntil: ts('locked_until'),
     nextAttemptAt: ts('next_attempt_at'),
     lastError: text('last_error'),

@@ -1,0 +1,1 @@
+ALTER TABLE "campaign_batches" ADD COLUMN "may_have_reached" boolean DEFAULT false NOT NULL;
