@@ -193,7 +193,12 @@ describe('a batch sent again', () => {
     const { id } = await sendTo([[e('a'), e('b')]])
     // A limiter that never grants: the worker claims the batch and waits until it is stopped.
     const waiting: RateLimiter = {
-      acquire: (signal) => new Promise((_, reject) => signal?.addEventListener('abort', () => reject(new Error('stopped')), { once: true })),
+      acquire: (signal) =>
+        new Promise((_, reject) => {
+          // stop() may come between the claim and this call.
+          if (signal?.aborted) reject(new Error('stopped'))
+          signal?.addEventListener('abort', () => reject(new Error('stopped')), { once: true })
+        }),
       backOff: async () => {},
     }
     const db = t.app.db.db
