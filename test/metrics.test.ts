@@ -181,7 +181,7 @@ describe('GET /metrics: domain metrics', () => {
   })
 
   it('labels a document of several operations by the one the request names, posted or in the query string', async () => {
-    const authorization = `Bearer ${ctx.t.token('user')}`
+    const authorization = `Bearer ${ctx.t.token('service')}`
     const query = 'query LabelFirst { viewer { id } } query LabelSecond { viewer { email } }'
     const post = await ctx.t.app.inject({ method: 'POST', url: '/graphql', headers: { authorization }, payload: { query, operationName: 'LabelSecond' } })
     expect(post.json()).toEqual({ data: { viewer: { email: expect.anything() } } })
@@ -196,7 +196,7 @@ describe('GET /metrics: domain metrics', () => {
   })
 
   it('keeps label cardinality bounded whatever clients send', async () => {
-    const token = ctx.t.token('user')
+    const token = ctx.t.token('service')
     for (let i = 0; i < 300; i++) await ctx.t.gql(`query Op${i}_${Math.random().toString(36).slice(2, 8)} { viewer { id } }`, {}, token)
     for (let i = 0; i < 50; i++) await ctx.t.app.inject({ method: 'GET', url: `/no/such/route/${i}` })
     for (let i = 0; i < 50; i++) await ctx.t.app.inject({ method: 'GET', url: `/t/o/${i}.1.forged.gif` })
