@@ -42,6 +42,20 @@ async function connect(url: string, token?: string) {
   return { ws, send, next, subscribe, closed, close: () => ws.close() }
 }
 
+type Held = { subscriptionContexts: Map<unknown, unknown>; subscriptionIters: Map<unknown, unknown> }
+
+/** Records each mercurius connection that starts a subscription, to look into what it holds; restore() undoes it. */
+function captureConnections() {
+  const { prototype } = require('mercurius/lib/subscription-connection.js') as { prototype: { handleGQLStart: (data: unknown) => Promise<void> } }
+  const start = prototype.handleGQLStart
+  const connections = new Set<Held>()
+  prototype.handleGQLStart = function (this: Held, data: unknown) {
+    connections.add(this)
+    return start.call(this, data)
+  }
+  return { connections, restore: () => (prototype.handleGQLStart = start) }
+}
+
 const STATS = 'subscription { cacheStats(intervalMs: 60000) { hits } }'
 
 describe('subscriptions per WebSocket connection', () => {
@@ -75,14 +89,7 @@ describe('subscriptions per WebSocket connection', () => {
 
   it('forgets a subscription that failed to start: refusals neither use up places nor stay in the connection', async () => {
     // mercurius's connection holds a subscription's context and result under its id; the refusals must not stay there.
-    const { prototype } = require('mercurius/lib/subscription-connection.js') as { prototype: { handleGQLStart: (data: unknown) => Promise<void> } }
-    const start = prototype.handleGQLStart
-    type Held = { subscriptionContexts: Map<unknown, unknown>; subscriptionIters: Map<unknown, unknown> }
-    const connections = new Set<Held>()
-    prototype.handleGQLStart = function (this: Held, data: unknown) {
-      connections.add(this)
-      return start.call(this, data)
-    }
+    const { connections, restore } = captureConnections()
     const c = await connect(url, t.token('user'))
     try {
       for (let i = 0; i < 10; i++) {
@@ -101,7 +108,7 @@ describe('subscriptions per WebSocket connection', () => {
       expect(await c.next((m) => m.id === 'p3')).toMatchObject({ type: 'error', payload: [{ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } }] })
       expect(held!.subscriptionContexts.size).toBe(2)
     } finally {
-      prototype.handleGQLStart = start
+      restore()
       c.close()
     }
   })
@@ -126,14 +133,7 @@ describe('subscriptions per WebSocket connection', () => {
   })
 
   it('stops a subscription completed while it was still starting: it sends nothing, keeps nothing and counts until its iterator is returned', async () => {
-    const { prototype } = require('mercurius/lib/subscription-connection.js') as { prototype: { handleGQLStart: (data: unknown) => Promise<void> } }
-    const start = prototype.handleGQLStart
-    type Held = { subscriptionContexts: Map<unknown, unknown>; subscriptionIters: Map<unknown, unknown> }
-    const connections = new Set<Held>()
-    prototype.handleGQLStart = function (this: Held, data: unknown) {
-      connections.add(this)
-      return start.call(this, data)
-    }
+    const { connections, restore } = captureConnections()
     const c = await connect(url, t.token('admin'))
     try {
       // Subscribe and complete at once, twenty times: each start is still in its hooks when its complete lands.
@@ -154,7 +154,7 @@ describe('subscriptions per WebSocket connection', () => {
       // Not one message for an id the client had completed (the limit refused some of them, as errors, while earlier runs were ending).
       await expect(c.next((m) => /^s\d+$/.test(m.id ?? '') && m.type !== 'error', 600)).rejects.toThrow(/no such message/)
     } finally {
-      prototype.handleGQLStart = start
+      restore()
       c.close()
     }
   })

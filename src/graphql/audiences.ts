@@ -1,6 +1,6 @@
 import { NotFoundError, ValidationError } from '../lib/errors'
 import { isStorableText } from '../lib/storable-text'
-import { isUuid } from '../services/campaigns/ids'
+import { isUuid } from '../lib/uuid'
 import type { AddContactsReport, AudienceRow, ContactProblem, ContactRow, SuppressionRow } from '../services/campaigns/audience-service'
 import type { ImportReport, ImportRowError } from '../services/campaigns/contact-import'
 import { builder } from './builder'

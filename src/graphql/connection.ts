@@ -1,6 +1,7 @@
 import type { ObjectRef } from '@pothos/core'
 import { ValidationError } from '../lib/errors'
 import { builder } from './builder'
+import { isUuid } from '../lib/uuid'
 
 export interface PageInfo {
   hasNextPage: boolean
@@ -77,8 +78,6 @@ export function decodeCursor(cursor: string | null | undefined): unknown[] | und
   throw ValidationError.field(['after'], 'The cursor is invalid')
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 /**
  * Cursor of lists ordered by (createdAt desc, id desc). Every such list (files, audiences, templates,
  * campaigns, webhook endpoints) is keyed by a uuid, and PostgreSQL timestamps hold years 1-9999: a
@@ -90,7 +89,7 @@ export function timeCursor(after: string | null | undefined): { createdAt: Date;
   const [createdAt, id] = parts
   const date = typeof createdAt === 'string' ? new Date(createdAt) : null
   const year = date?.getUTCFullYear() ?? Number.NaN
-  if (!date || !(year >= 1 && year <= 9999) || typeof id !== 'string' || !UUID.test(id)) throw ValidationError.field(['after'], 'The cursor is invalid')
+  if (!date || !(year >= 1 && year <= 9999) || typeof id !== 'string' || !isUuid(id)) throw ValidationError.field(['after'], 'The cursor is invalid')
   return { createdAt: date, id }
 }
 

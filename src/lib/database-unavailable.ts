@@ -21,13 +21,24 @@ const MESSAGES = /Connection terminated|timeout exceeded when trying to connect|
 
 export const DATABASE_UNAVAILABLE_MESSAGE = 'The database is unavailable at the moment; retry shortly'
 
-export function isDatabaseUnavailable(err: unknown): boolean {
-  // Drizzle wraps driver errors (DrizzleQueryError) with the driver's error as `cause`.
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+/** The error and its causes, outermost first: Drizzle wraps driver errors (DrizzleQueryError) with the driver's error as `cause`. */
+function* errorChain(err: unknown): Generator<Error> {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) yield e
+}
+
+/** The string `code`s (SQLSTATEs, socket errors) along the error's cause chain. */
+export function errorCodes(err: unknown): string[] {
+  const codes: string[] = []
+  for (const e of errorChain(err)) {
     const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && (NETWORK_CODES.has(code) || SQLSTATES.has(code) || /^(?:08|53)[0-9A-Z]{3}$/.test(code))) return true
-    if (MESSAGES.test(e.message)) return true
+    if (typeof code === 'string') codes.push(code)
   }
+  return codes
+}
+
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (errorCodes(err).some((code) => NETWORK_CODES.has(code) || SQLSTATES.has(code) || /^(?:08|53)[0-9A-Z]{3}$/.test(code))) return true
+  for (const e of errorChain(err)) if (MESSAGES.test(e.message)) return true
   return false
 }
 

@@ -5,6 +5,7 @@
  */
 import { decodeHTMLAttribute } from 'entities'
 import { ValidationError } from './errors'
+import { UNPAIRED_SURROGATE } from './storable-text'
 
 const HTML_ESCAPES: Record<string, string> = {
   '&': '&amp;',
@@ -144,8 +145,10 @@ function isControl(code: number): boolean {
   return code < 0x20 || (code >= 0x7f && code <= 0x9f)
 }
 
+const LONE_SURROGATES = new RegExp(UNPAIRED_SURROGATE, 'g')
+
 function replaceLoneSurrogates(text: string): string {
-  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
+  return text.replace(LONE_SURROGATES, '\ufffd')
 }
 
 /** The text of an HTML attribute value, as a browser decodes it (Handlebars escapes `&`, `=`, quotes and backticks). */

@@ -10,7 +10,7 @@
  * reads as a tag. Where it errs, it errs the other way: the text of `<style>` or `<textarea>` is
  * scanned as if it held tags.
  */
-import { decodeHTMLAttribute } from 'entities'
+import { decodeEntities } from './escape'
 
 /** Attributes a mail client follows or loads as a URL. */
 const URL_ATTRIBUTES = new Set(['href', 'src', 'action', 'formaction', 'background', 'poster', 'cite', 'xlink:href', 'data', 'codebase', 'longdesc', 'lowsrc', 'dynsrc', 'usemap'])
@@ -74,7 +74,7 @@ function schemeOf(raw: string): string | undefined {
 /** The value as a browser's URL parser sees it: references decoded, C0 controls and spaces dropped (they are, inside a scheme). */
 function clean(raw: string): string {
   // eslint-disable-next-line no-control-regex -- C0 controls and space are what browsers drop
-  return decodeHTMLAttribute(raw).replace(/[\u0000-\u0020\u007f-\u009f]/g, '')
+  return decodeEntities(raw).replace(/[\u0000-\u0020\u007f-\u009f]/g, '')
 }
 
 /** Every URL attribute of every start tag, in order. */

@@ -5,10 +5,18 @@
  */
 export const UNSTORABLE_TEXT = 'must not contain the NUL character (U+0000) or an unpaired surrogate'
 
-const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+/** An unpaired surrogate, as a pattern source (escape.ts replaces them in normalised text). */
+export const UNPAIRED_SURROGATE = '[\\uD800-\\uDBFF](?![\\uDC00-\\uDFFF])|(?<![\\uD800-\\uDBFF])[\\uDC00-\\uDFFF]'
+const UNPAIRED = new RegExp(UNPAIRED_SURROGATE)
+const UNSTORABLE = new RegExp(`\\u0000|${UNPAIRED_SURROGATE}`, 'g')
 
 export function isStorableText(text: string): boolean {
-  return !text.includes('\0') && !UNPAIRED_SURROGATE.test(text)
+  return !text.includes('\0') && !UNPAIRED.test(text)
+}
+
+/** The text with each NUL and unpaired surrogate replaced (by U+FFFD unless told otherwise). */
+export function replaceUnstorable(text: string, by = '\ufffd'): string {
+  return text.replace(UNSTORABLE, by)
 }
 
 /** The path to the first string (a value or an object key) that is not storable text, or undefined. */

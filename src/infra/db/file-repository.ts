@@ -165,12 +165,7 @@ export class FileRepository {
     version: NewFileVersion,
     options: { makeCurrent: boolean; filename?: string; steps?: StepSpec[]; quota?: QuotaCheck; afterInsert?: (tx: Tx) => Promise<void> },
   ): Promise<{ file: FileRow; version: FileVersionRow } | undefined> {
-    // A version counts against the file's owner, whoever adds it (an admin, a session of another
-    // user): the check uses the owner's quota whatever the caller passed. Owners never change, so
-    // reading it before the quota lock keeps the lock order (quota lock, then file row).
-    const [head] = options.quota ? await this.db.select({ ownerId: files.ownerId }).from(files).where(eq(files.id, fileId)) : []
-    const quota = options.quota && head ? { ...options.quota, ownerId: head.ownerId } : options.quota
-    return this.withQuota(quota, async (tx) => {
+    return this.withQuota(options.quota, async (tx) => {
       const [locked] = await tx.select().from(files).where(eq(files.id, fileId)).for('update')
       if (!locked || locked.status === 'deleted') return undefined
       const [{ top } = { top: 0 }] = await tx

@@ -203,13 +203,13 @@ export class CacheService {
   }
 
   /**
-   * Keys, a pattern and tags in one call (the invalidateCache mutation). Every part is validated
-   * before any runs, so an invalid one (a pattern without confirm, too many tags) deletes nothing.
+   * Keys, a pattern and tags in one call (the invalidateCache mutation; `at` prefixes the paths of
+   * its field errors, `['input']` there). Every part is validated before any runs, so an invalid one (a pattern without confirm, too many tags) deletes nothing.
    * Once valid, the parts run in order (keys, pattern, tags); if Redis fails part-way the error is
    * thrown and the parts before it stay applied, which a retry of the whole call repeats harmlessly.
    */
-  async invalidate(request: InvalidateRequest): Promise<{ deleted: number; tags: number }> {
-    validateInvalidation(request)
+  async invalidate(request: InvalidateRequest, at: readonly string[] = []): Promise<{ deleted: number; tags: number }> {
+    validateInvalidation(request, at)
     const keys = request.keys ?? []
     const tags = request.tags ?? []
     let deleted = keys.length > 0 ? await this.del(keys) : 0

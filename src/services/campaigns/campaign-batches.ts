@@ -188,11 +188,14 @@ async function dropBlockedRecipients(db: Database, batch: ClaimedBatch, candidat
     await tx.execute(sql`select 1 from campaign_recipients where id = any(${sql.param(candidates)}::bigint[]) order by id for no key update`)
     // Judged again under the lock: an address unsuppressed meanwhile is sent after all.
     const dropped = await tx.execute<{ id: string }>(sql`
-      with dropped as (
-        update campaign_recipients r set status = 'suppressed', reason = ${noLongerSendableReason()}, updated_at = now()
-        from campaigns c
-        where c.id = r.campaign_id and r.id = any(${sql.param(candidates)}::bigint[]) and r.batch_id = ${batch.id} and r.status = 'sending'
-          and ${noLongerSendableReason()} is not null
+      with judged as (
+        select r.id, ${noLongerSendableReason()} as reason
+        from campaign_recipients r join campaigns c on c.id = r.campaign_id
+        where r.id = any(${sql.param(candidates)}::bigint[]) and r.batch_id = ${batch.id} and r.status = 'sending'
+      ), dropped as (
+        update campaign_recipients r set status = 'suppressed', reason = j.reason, updated_at = now()
+        from judged j
+        where r.id = j.id and j.reason is not null
         returning r.id
       ), counted as (
         update campaign_stats set queued = queued - (select count(*) from dropped), suppressed = suppressed + (select count(*) from dropped), updated_at = now()

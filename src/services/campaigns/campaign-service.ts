@@ -11,7 +11,7 @@ import { ConflictError, NotFoundError, ValidationError, type FieldError } from '
 import type { RecipientRow } from './campaign-batches'
 import { completeCampaignIfDone, startCampaign, type CampaignRow } from './campaign-start'
 import type { CampaignStatsPublisher, CampaignStatsSnapshot, CampaignStatus } from './campaign-stats'
-import { isUuid } from './ids'
+import { isUuid } from '../../lib/uuid'
 import { noLongerSendableReason } from './recipient-feedback'
 
 export type { CampaignRow }

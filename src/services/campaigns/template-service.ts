@@ -16,7 +16,7 @@ import {
   renderOrThrow,
   type TemplateKind,
 } from './template-engine'
-import { isUuid } from './ids'
+import { isUuid } from '../../lib/uuid'
 
 export type EmailTemplateRow = typeof emailTemplates.$inferSelect
 export type EmailTemplateVersionRow = typeof emailTemplateVersions.$inferSelect

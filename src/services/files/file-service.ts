@@ -18,7 +18,7 @@ import type { Instrumentation } from '../instrumentation'
 import { FileCache } from './file-cache'
 import { FileStats } from './file-stats'
 import { FileSweeper } from './file-sweeper'
-import { canonicalType, checkType, cleanFilename, isImageType, isUuid, refineSvg, SVG_TYPE, versionKeys } from './file-types'
+import { canonicalType, checkType, cleanFilename, isImageType, refineSvg, SVG_TYPE, versionKeys } from './file-types'
 import { FilePipeline } from './processing-pipeline'
 import { createStepHandlers, planSteps } from './processing-steps'
 import { storageCall } from './storage-call'
@@ -26,6 +26,7 @@ import { UploadInspector, type DetectedType } from './upload-inspector'
 import { type ProgressSink, type Publish, type UploadProgressEvent, UploadProgressReporter } from './upload-progress'
 import { UploadSessionService } from './upload-sessions'
 import { versionError } from './version-errors'
+import { isUuid } from '../../lib/uuid'
 
 export interface UploadLimits {
   maxFileBytes: number

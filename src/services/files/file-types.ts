@@ -61,10 +61,6 @@ export function cleanFilename(name: string | undefined): string {
   return cleaned.length > 0 ? cleaned : 'file'
 }
 
-export function isUuid(id: string): boolean {
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)
-}
-
 /**
  * Every key of a version lives under its own prefix and never changes once written: the received
  * bytes (`source`), the optimised image and each variant. Deterministic names make a retried step

@@ -11,13 +11,14 @@ import { ObjectNotFoundError, type ObjectStorage } from '../../infra/storage/typ
 import { AppError, ConflictError, FileTooLargeError, NotFoundError, QuotaExceededError, ServiceUnavailableError, UnsupportedFileTypeError, ValidationError } from '../../lib/errors'
 import type { Viewer } from '../auth/jwt'
 import type { Instrumentation } from '../instrumentation'
-import { canonicalType, checkType, cleanFilename, isGenericType, isImageType, isUuid, refineSvg, SVG_TYPE, versionKeys } from './file-types'
+import { canonicalType, checkType, cleanFilename, isGenericType, isImageType, refineSvg, SVG_TYPE, versionKeys } from './file-types'
 import { expectedPartSize, planParts } from './part-plan'
 import type { FilePipeline } from './processing-pipeline'
 import { planSteps } from './processing-steps'
 import { storageCall } from './storage-call'
 import { UploadInspector } from './upload-inspector'
 import { UploadProgressReporter, type ProgressSink } from './upload-progress'
+import { isUuid } from '../../lib/uuid'
 
 export interface StartUploadInput {
   filename: string
@@ -265,7 +266,9 @@ export class UploadSessionService {
     }
     const steps = planSteps(isGenericType(session.declaredType) ? null : session.declaredType, limits)
     // The session's reservation turns into the version in one transaction, so nothing is counted twice.
-    const quota = { ownerId: session.ownerId, limitBytes: limits.quotaBytes, addingBytes: session.size, excludeSessionId: session.id }
+    // A new version counts against its file's owner, whoever uploads it (usage() counts the session there too).
+    const target = session.targetFileId ? await files.findById(session.targetFileId) : undefined
+    const quota = { ownerId: target?.ownerId ?? session.ownerId, limitBytes: limits.quotaBytes, addingBytes: session.size, excludeSessionId: session.id }
     const afterInsert = (tx: Parameters<typeof sessions.markCompleted>[0]) => sessions.markCompleted(tx, session.id, lease)
     let result: { file: FileRow; version: FileVersionRow } | undefined
     try {

@@ -7,6 +7,7 @@
  * a 503 for it would look like an outage. The payload parser cleans what it knows of (NUL, lone
  * surrogates, out-of-range dates), so this is the backstop for what it does not.
  */
+import { errorCodes } from '../../lib/database-unavailable'
 import type { Database } from '../../infra/db/client'
 import type { ParsedWebhook } from './webhook-payload'
 import { storeWebhookEvent } from './webhook-inbox'
@@ -53,11 +54,7 @@ export function createWebhookIntake(deps: WebhookIntakeDeps): WebhookIntake {
   }
 }
 
-/** SQLSTATE class 22 (data exception) or 23 (integrity constraint violation), on the error or a cause (Drizzle wraps the driver's). */
+/** SQLSTATE class 22 (data exception) or 23 (integrity constraint violation), on the error or a cause. */
 function refusesData(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code)) return true
-  }
-  return false
+  return errorCodes(err).some((code) => /^2[23][0-9A-Z]{3}$/.test(code))
 }

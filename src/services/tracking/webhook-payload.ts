@@ -3,6 +3,8 @@
  * nothing to store. Only `email.*` events about delivery and engagement are kept.
  */
 import { normalizeText } from '../../lib/escape'
+import { isStorableText, replaceUnstorable } from '../../lib/storable-text'
+import { isUuid } from '../../lib/uuid'
 import { EventType, type EventTypeCode } from './event-types'
 import type { MachineDetector } from './machine-detection'
 
@@ -20,7 +22,6 @@ export interface InboxEvent {
 
 export type ParsedWebhook = { kind: 'event'; event: InboxEvent } | { kind: 'ignored'; reason: string } | { kind: 'malformed'; reason: string }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const DETAIL_MAX = 500
 /**
  * Event times outside [2000-01-01, receipt + 1 day] are not believed: JavaScript parses years 0 and
@@ -30,9 +31,6 @@ const DETAIL_MAX = 500
  */
 const EARLIEST_EVENT = Date.UTC(2000, 0, 1)
 const LATEST_EVENT_AHEAD_MS = 24 * 60 * 60 * 1000
-/** NUL (which PostgreSQL's text refuses) and lone surrogates (invalid UTF-16). */
-// eslint-disable-next-line no-control-regex
-const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 type Json = Record<string, unknown>
 
@@ -48,8 +46,8 @@ export function parseResendEvent(payload: unknown, isMachine: MachineDetector): 
   const tags = readTags(data.tags)
   const base = {
     // Replaced, not removed: "id\u0000" must not turn into another message's "id".
-    providerId: data.email_id.replace(UNSTORABLE, '\ufffd'),
-    campaignId: tags.campaign_id && UUID.test(tags.campaign_id) ? tags.campaign_id.toLowerCase() : null,
+    providerId: replaceUnstorable(data.email_id),
+    campaignId: tags.campaign_id && isUuid(tags.campaign_id) ? tags.campaign_id.toLowerCase() : null,
     recipientId: tags.recipient_id && /^\d{1,18}$/.test(tags.recipient_id) ? Number(tags.recipient_id) : null,
     email: null as string | null,
     occurredAt: dateOf(payload.created_at) ?? dateOf(data.created_at) ?? receivedAt,
@@ -119,7 +117,7 @@ function eventDate(value: unknown, receivedAt: Date): Date | null {
 /** Lower-cased; null when it holds a control character or a lone surrogate, which no real address has (it is not suppressed). */
 function address(value: string): string | null {
   // eslint-disable-next-line no-control-regex
-  return /[\u0000-\u001f\u007f]/.test(value) || value.replace(UNSTORABLE, '') !== value ? null : value.toLowerCase()
+  return /[\u0000-\u001f\u007f]/.test(value) || !isStorableText(value) ? null : value.toLowerCase()
 }
 
 /** Free text from the provider (a bounce message, a URL): control characters and lone surrogates removed, cut to DETAIL_MAX code points. */
